@@ -1,0 +1,181 @@
+"""Infection segmentation inside the lungs: 1 = ground-glass opacity (GGO), 2 = consolidation.
+
+Until a trained network is registered, `HUBandBaseline` does the work and says so (ModelInfo
+kind="baseline"): it is a density rule, not a learned model. Inside the lungs, after a light in-plane
+smoothing against noise, voxels in the GGO band (-700..-300 HU) or the consolidation band
+(-300..+100 HU) are candidates; a candidate must also reach half way from aerated lung (-850 HU) to
+the core of the lesion around it (the local maximum, within ~10 mm, of a grey opening that removes
+vessels; capped at -300 HU so the ground-glass halo of a consolidation stays in), which splits a thick
+slice's partial-volume shell where the lesion covers half a voxel, as the truth does; a per-slice
+morphological opening (radius ~3.5 mm) removes what is thin (vessels, airway walls, the partial-volume
+rim at the pleura and fissures), dense voxels near the hilum are vessels and bronchi, and 3-D components
+below MIN_COMPONENT_ML are dropped as noise. Anything dense is counted, so effusion, atelectasis or
+fibrosis inside the lung mask reads as infection: the baseline does not know the cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from analysis.pipeline.errors import PipelineError
+from analysis.pipeline.result import ModelInfo
+from analysis.pipeline.volume import CTVolume
+
+GGO, CONSOLIDATION = 1, 2
+# Bands (low, high] in HU. -700 sits half way between aerated lung (~ -850) and typical GGO (~ -550),
+# so partial-volume edges split evenly; it also keeps dependent (posterior) normal lung out.
+GGO_BAND = (-700.0, -300.0)
+CONSOLIDATION_BAND = (-300.0, 100.0)
+SMOOTH_SIGMA_MM = 0.8  # in-plane Gaussian against quantum noise
+OPENING_RADIUS_MM = 3.5  # structures thinner than ~7 mm (vessels, walls) are not infection
+MIN_COMPONENT_ML = 0.03
+# Edges: a voxel counts when it is at least half way from aerated lung to the core of the lesion within
+# CORE_REACH_MM (a full-width-at-half-maximum rule), so a thick slice's partial-volume shell splits
+# where the lesion covers half of the voxel, as in the truth, whatever the lesion's own density.
+AERATED_LUNG_HU = -850.0
+CORE_REACH_MM = 6.0
+CORE_CAP_HU = -300.0
+# Dense (consolidation-band) voxels this close to a lung's medial edge are hilar vessels and bronchi.
+HILAR_MM = 30.0
+
+
+@dataclass
+class InfectionSegmentation:
+    """Labels (uint8, 1 GGO, 2 consolidation) and the method that produced them."""
+
+    labels: np.ndarray
+    model: ModelInfo
+
+
+class HUBandBaseline:
+    """Density-band baseline (see module doc): `__call__(volume, lungs) -> uint8 labels`."""
+
+    info = ModelInfo(stage="infection", name="hu-band-baseline", version="1.0", kind="baseline")
+
+    def __init__(
+        self,
+        ggo_band: tuple[float, float] = GGO_BAND,
+        consolidation_band: tuple[float, float] = CONSOLIDATION_BAND,
+        opening_radius_mm: float = OPENING_RADIUS_MM,
+        min_component_ml: float = MIN_COMPONENT_ML,
+        hilar_mm: float = HILAR_MM,
+    ) -> None:
+        if not ggo_band[0] < ggo_band[1] <= consolidation_band[0] < consolidation_band[1]:
+            raise ValueError("bands must be increasing: GGO below consolidation")
+        self.ggo_band = ggo_band
+        self.consolidation_band = consolidation_band
+        self.opening_radius_mm = opening_radius_mm
+        self.min_component_ml = min_component_ml
+        self.hilar_mm = hilar_mm
+
+    def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
+        out = np.zeros(volume.shape, dtype=np.uint8)
+        inside = lungs > 0
+        if not inside.any():
+            return out
+        box = ndimage.find_objects(inside.astype(np.uint8))[0]
+        lung = inside[box]
+        _, sy, sx = volume.spacing
+        hu = ndimage.gaussian_filter(
+            volume.hu[box].astype(np.float32), sigma=(0.0, SMOOTH_SIGMA_MM / sy, SMOOTH_SIGMA_MM / sx)
+        )
+        candidate = lung & (hu > self.ggo_band[0]) & (hu <= self.consolidation_band[1])
+        candidate &= hu >= _half_maximum(hu, volume.spacing, self.opening_radius_mm)
+        if self.hilar_mm > 0:
+            candidate &= ~(_hilar_band(lungs[box], self.hilar_mm, sx) & (hu > self.consolidation_band[0]))
+        candidate = _open_in_plane(candidate, self.opening_radius_mm, (sy, sx)) & lung
+        candidate = _drop_small(candidate, self.min_component_ml / volume.voxel_volume_ml)
+        labels = out[box]
+        labels[candidate] = GGO
+        labels[candidate & (hu > self.consolidation_band[0])] = CONSOLIDATION
+        return out
+
+
+def segment_infection(
+    volume: CTVolume,
+    lungs: np.ndarray,
+    segmenter: Callable[[CTVolume, np.ndarray], np.ndarray] | None = None,
+) -> InfectionSegmentation:
+    """Infection labels (1 GGO, 2 consolidation) inside `lungs`, by `segmenter` (a network) or the HU baseline.
+
+    Whatever the segmenter returns is clipped to the lung mask.
+    """
+    segmenter = segmenter or HUBandBaseline()
+    if lungs.shape != volume.shape:
+        raise PipelineError(f"lung mask shape {lungs.shape} does not match the volume {volume.shape}")
+    labels = np.asarray(segmenter(volume, lungs))
+    if labels.shape != volume.shape:
+        raise PipelineError(f"the infection segmenter returned shape {labels.shape} for a volume of {volume.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > CONSOLIDATION):
+        raise PipelineError("the infection segmenter must return labels 0 (none), 1 (GGO) and 2 (consolidation)")
+    labels = np.where(lungs > 0, labels, 0).astype(np.uint8)
+    info = getattr(segmenter, "info", None) or ModelInfo(stage="infection", name=type(segmenter).__name__, version="")
+    return InfectionSegmentation(labels=labels, model=info)
+
+
+def _open_in_plane(mask: np.ndarray, radius_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
+    """Per-slice opening with an octagon of `radius_mm` (alternating 3x3 cross and square steps: fast)."""
+    radius_px = max(1, round(radius_mm / ((pixel_mm[0] + pixel_mm[1]) / 2)))
+    cross = ndimage.generate_binary_structure(2, 1)[np.newaxis]
+    square = ndimage.generate_binary_structure(2, 2)[np.newaxis]
+    steps = [cross if i % 2 == 0 else square for i in range(radius_px)]
+    out = mask
+    for structure in steps:
+        out = ndimage.binary_erosion(out, structure=structure)
+    for structure in reversed(steps):
+        out = ndimage.binary_dilation(out, structure=structure)
+    return out
+
+
+def _half_maximum(hu: np.ndarray, spacing: tuple[float, float, float], opening_radius_mm: float) -> np.ndarray:
+    """Per voxel, half way between aerated lung and the nearby lesion core's HU (see module doc)."""
+    sz, sy, sx = spacing
+    pixel = (sy + sx) / 2
+    # Grey opening first, so thin bright structures (vessels) do not raise the core level of the GGO
+    # they cross; then the local maximum: the HU of the core of the lesion a voxel belongs to.
+    opening = 2 * round(opening_radius_mm / pixel) + 1
+    core = ndimage.minimum_filter(hu, size=(1, opening, opening))
+    reach = opening_radius_mm + CORE_REACH_MM
+    in_plane = 2 * round(reach / pixel) + 1
+    through = 2 * max(1, round(CORE_REACH_MM / sz)) + 1
+    core = ndimage.maximum_filter(core, size=(through, in_plane, in_plane))
+    return (np.minimum(core, CORE_CAP_HU) + AERATED_LUNG_HU) / 2
+
+
+def _hilar_band(lungs: np.ndarray, width_mm: float, pixel_x_mm: float) -> np.ndarray:
+    """Lung voxels near the hilum: within `width_mm` (along their row) of their lung's medial edge, in
+    the middle half of the lung's front-to-back extent in that slice (posterior, paravertebral lung is
+    not hilum, and dependent consolidation lies there)."""
+    band = np.zeros(lungs.shape, dtype=bool)
+    width = width_mm / pixel_x_mm
+    x = np.arange(lungs.shape[2])
+    y = np.arange(lungs.shape[1])
+    for label, towards_high_x in ((1, True), (2, False)):
+        lung = lungs == label
+        has = lung.any(axis=2)
+        if towards_high_x:
+            edge = lungs.shape[2] - 1 - np.argmax(lung[:, :, ::-1], axis=2)  # medial-most x per row
+            near = (edge[..., None] - x) < width
+        else:
+            edge = np.argmax(lung, axis=2)
+            near = (x - edge[..., None]) < width
+        rows = has.astype(np.int8)
+        front = np.argmax(rows, axis=1)
+        back = rows.shape[1] - 1 - np.argmax(rows[:, ::-1], axis=1)
+        quarter = (back - front) / 4
+        middle = (y >= (front + quarter)[:, None]) & (y <= (back - quarter)[:, None])
+        band |= lung & near & (has & middle)[..., None]
+    return band
+
+
+def _drop_small(mask: np.ndarray, min_voxels: float) -> np.ndarray:
+    labelled, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return mask
+    keep = np.bincount(labelled.ravel()) >= min_voxels
+    keep[0] = False
+    return keep[labelled]

@@ -1,0 +1,332 @@
+"""Lung segmentation: label map 1 = right lung (low x), 2 = left lung, on the volume's (z, y, x) grid.
+
+Until a trained network is registered, a classical method does the work (`ClassicalLungSegmenter`):
+
+1. air-like voxels (HU < -400, half way between aerated lung and soft tissue, so partial-volume
+   edges split evenly) that are not connected to the image's side edges in their slice (outside air);
+2. the trachea and main bronchi, tracked from the top of the scan down to where they enter the lungs,
+   are taken out;
+3. the large 3-D components are the lungs; two of them are right and left by position, one joined
+   mass is cut along the column with the least lung between the two halves in each slice;
+4. holes (vessels, lesions surrounded by aerated lung) are filled;
+5. dense lung at the pleura (consolidation, which no threshold catches) is recovered from each lung's
+   3-D convex hull (in mm): a hull voxel that is not bone and not outside the body joins the lung when
+   lung lies medial to it along its row (hull voxels with no lung medial to them are the heart and
+   mediastinum) and lung lies both above and below it in its (y, x) column (under the diaphragm dome
+   and under the heart there is none). The hull is 3-D because a large subpleural consolidation
+   flattens its own slice's outline, while the slices above and below still span it. Consolidation in
+   the lowest part of a costophrenic recess is therefore not recovered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+from analysis.pipeline.errors import NO_LUNGS_MESSAGE, PipelineError
+from analysis.pipeline.result import ModelInfo
+from analysis.pipeline.volume import CTVolume
+
+RIGHT, LEFT = 1, 2
+AIR_HU = -400  # lung vs. soft tissue: mid-way between aerated lung (~ -850) and soft tissue (~ 40)
+RECOVER_MAX_HU = 150  # consolidation and effusion stay below; bone (ribs, spine) lies above
+MIN_COMPONENT_ML = 20.0  # smaller air pockets are bowel gas, oesophagus, noise
+MIN_LUNGS_ML = 300.0  # less aerated lung than this in the whole scan: not a chest CT
+SMALL_HOLE_MM2 = 600.0  # 2-D holes below this (vessels, small lesions) are filled slice by slice
+TRACHEA_MAX_MM2 = 900.0  # a trachea or main bronchus cross-section is smaller than this
+TRACHEA_CENTRE_MM = 40.0  # the trachea starts within this distance of the body's mid-line
+
+_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+
+
+class LungSegmenter:
+    """Protocol of a lung segmenter: `__call__(volume) -> uint8 labels (1 right, 2 left)` and `.info`."""
+
+    info: ModelInfo
+
+    def __call__(self, volume: CTVolume) -> np.ndarray:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+@dataclass
+class LungSegmentation:
+    """Labels (uint8, 1 right, 2 left), the method that produced them and anything worth a warning."""
+
+    labels: np.ndarray
+    model: ModelInfo
+    warnings: list[str] = field(default_factory=list)
+
+
+class ClassicalLungSegmenter(LungSegmenter):
+    """Threshold, airway removal, component selection, hole filling and pleural recovery (see module doc)."""
+
+    info = ModelInfo(stage="lungs", name="classical-threshold-hull", version="1.0", kind="classical")
+
+    def __init__(self, air_hu: int = AIR_HU, recover_max_hu: int = RECOVER_MAX_HU) -> None:
+        self.air_hu = air_hu
+        self.recover_max_hu = recover_max_hu
+        self.warnings: list[str] = []
+
+    def __call__(self, volume: CTVolume) -> np.ndarray:
+        self.warnings = []
+        hu = volume.hu
+        pixel_mm2 = volume.pixel_area_mm2
+        air = hu < self.air_hu
+        outside = _outside_air(air)
+        inside = air & ~outside
+        trachea = _track_trachea(inside, volume)
+        if trachea.any():
+            # The wall's partial-volume ring goes too: two pixels around the tracked lumen.
+            box = _box(trachea, margin=3)
+            inside[box] &= ~ndimage.binary_dilation(trachea[box], structure=_PLANE, iterations=2)
+        labels = _select_lungs(inside, volume)
+        if labels is None:
+            raise PipelineError(NO_LUNGS_MESSAGE)
+        out = np.zeros(hu.shape, dtype=np.uint8)
+        not_bone_body = (hu <= self.recover_max_hu) & ~outside
+        for side in (RIGHT, LEFT):
+            lung = labels == side
+            if not lung.any():
+                self.warnings.append(f"the {'right' if side == RIGHT else 'left'} lung was not found")
+                continue
+            zs, ys, xs = _box(lung, margin=1)
+            crop = lung[zs, ys, xs]
+            crop = _fill_holes(crop, pixel_mm2)
+            crop |= _pleural_recovery(crop, not_bone_body[zs, ys, xs], side, volume.spacing)
+            crop = _fill_holes(crop, pixel_mm2)
+            region = out[zs, ys, xs]
+            region[crop & (region == 0)] = side
+        total_ml = np.count_nonzero(out) * volume.voxel_volume_ml
+        if total_ml < MIN_LUNGS_ML:
+            raise PipelineError(NO_LUNGS_MESSAGE)
+        return out
+
+
+def segment_lungs(volume: CTVolume, segmenter: Callable[[CTVolume], np.ndarray] | None = None) -> LungSegmentation:
+    """Lung label map of `volume` (1 right, 2 left) by `segmenter` (a network) or the classical method.
+
+    Raises PipelineError when the scan holds no lungs (not a chest CT) or the segmenter's output is unusable.
+    """
+    segmenter = segmenter or ClassicalLungSegmenter()
+    labels = np.asarray(segmenter(volume))
+    if labels.shape != volume.shape:
+        raise PipelineError(f"the lung segmenter returned shape {labels.shape} for a volume of {volume.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > LEFT):
+        raise PipelineError("the lung segmenter must return labels 0 (background), 1 (right) and 2 (left)")
+    labels = labels.astype(np.uint8)
+    if np.count_nonzero(labels) * volume.voxel_volume_ml < MIN_LUNGS_ML:
+        raise PipelineError(NO_LUNGS_MESSAGE)
+    info = getattr(segmenter, "info", None) or ModelInfo(stage="lungs", name=type(segmenter).__name__, version="")
+    return LungSegmentation(labels=labels, model=info, warnings=list(getattr(segmenter, "warnings", [])))
+
+
+def _box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
+    """Bounding box of a non-empty mask, widened by `margin` voxels."""
+    found = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in found)  # type: ignore[return-value]
+
+
+def _edge_connected(mask: np.ndarray, structure: np.ndarray, *, z_faces: bool) -> np.ndarray:
+    """Voxels of `mask` connected (through `structure`) to the array's side edges (and top/bottom if z_faces)."""
+    labelled, n = ndimage.label(mask, structure=structure)
+    faces = [labelled[:, 0, :], labelled[:, -1, :], labelled[:, :, 0], labelled[:, :, -1]]
+    if z_faces:
+        faces += [labelled[0], labelled[-1]]
+    lookup = np.zeros(n + 1, dtype=bool)
+    lookup[np.concatenate([f.ravel() for f in faces])] = True
+    lookup[0] = False
+    return lookup[labelled]
+
+
+def _outside_air(air: np.ndarray) -> np.ndarray:
+    """Air connected to the side edges of its slice (around the patient, under the table)."""
+    return _edge_connected(air, _PLANE, z_faces=False)
+
+
+def _holes(mask: np.ndarray, structure: np.ndarray, *, z_faces: bool) -> np.ndarray:
+    """Background enclosed by `mask` (faster than binary_fill_holes' repeated dilation)."""
+    background = ~mask
+    return background & ~_edge_connected(background, structure, z_faces=z_faces)
+
+
+def _track_trachea(inside: np.ndarray, volume: CTVolume) -> np.ndarray:
+    """The trachea and main bronchi: followed from the top slice down while their cross-sections stay small.
+
+    A branch stops when it merges into a large air region (it has entered a lung) or ends.
+    """
+    nz = inside.shape[0]
+    pixel_mm2 = volume.pixel_area_mm2
+    max_px = TRACHEA_MAX_MM2 / pixel_mm2
+    trachea = np.zeros(inside.shape, dtype=bool)
+    centre_x = inside.shape[2] / 2
+    tracked: np.ndarray | None = None
+    for z in range(nz - 1, -1, -1):
+        labelled, n = ndimage.label(inside[z])
+        if n == 0:
+            if tracked is not None:
+                break
+            continue
+        sizes = np.bincount(labelled.ravel())
+        if tracked is None:
+            # Seed: a small air region near the mid-line, in the highest slice that has one.
+            seeds = []
+            for index in range(1, n + 1):
+                if not 20.0 / pixel_mm2 <= sizes[index] <= max_px:
+                    continue
+                cx = ndimage.center_of_mass(labelled == index)[1]
+                if abs(cx - centre_x) * volume.spacing[2] <= TRACHEA_CENTRE_MM:
+                    seeds.append(index)
+            if not seeds:
+                continue
+            current = np.isin(labelled, seeds)
+        else:
+            touching = np.unique(labelled[tracked])
+            touching = [t for t in touching if t > 0 and sizes[t] <= max_px]
+            if not touching:
+                break
+            current = np.isin(labelled, touching)
+        trachea[z] = current
+        tracked = current
+    return trachea
+
+
+def _select_lungs(inside: np.ndarray, volume: CTVolume) -> np.ndarray | None:
+    """Label the large air components 1 (right) / 2 (left); None when there is no lung-sized air."""
+    labelled, n = ndimage.label(inside)
+    if n == 0:
+        return None
+    sizes = np.bincount(labelled.ravel())
+    sizes[0] = 0
+    ml = sizes * volume.voxel_volume_ml
+    if ml.max() < MIN_COMPONENT_ML:
+        return None
+    largest = int(np.argmax(ml))
+    objects = ndimage.find_objects(labelled)
+    top_of_largest = objects[largest - 1][0].stop
+    bottom_of_largest = objects[largest - 1][0].start
+    mid_z = (top_of_largest + bottom_of_largest) / 2
+    keep = []
+    for index in np.argsort(ml)[::-1]:
+        if index == 0 or ml[index] < max(MIN_COMPONENT_ML, 0.03 * ml[largest]):
+            break
+        # A lung reaches above the middle of the largest one; stomach and bowel gas stay below it.
+        if objects[index - 1][0].stop >= mid_z:
+            keep.append(index)
+    out = np.zeros(inside.shape, dtype=np.uint8)
+    body_centre = _body_centre_x(inside)
+    first = objects[keep[0] - 1]
+    joined = labelled[first] == keep[0]
+    if len(keep) == 1 or _crosses_midline(joined, body_centre - first[2].start):
+        right = _split_joined(joined)
+        out[first][right] = RIGHT
+        out[first][joined & ~right] = LEFT
+        rest = keep[1:]
+    else:
+        rest = keep
+    for index in rest:
+        box = objects[index - 1]
+        component = labelled[box] == index
+        centroid_x = np.nonzero(component)[2].mean() + box[2].start
+        region = out[box]
+        region[component & (region == 0)] = RIGHT if centroid_x < body_centre else LEFT
+    return out
+
+
+def _body_centre_x(inside: np.ndarray) -> float:
+    columns = np.nonzero(inside.any(axis=(0, 1)))[0]
+    return float(columns[0] + columns[-1]) / 2 if columns.size else inside.shape[2] / 2
+
+
+def _crosses_midline(component: np.ndarray, centre_x: float) -> bool:
+    """Whether a component holds a substantial share of lung on both sides of the mid-line."""
+    columns = component.sum(axis=(0, 1))
+    x = np.arange(columns.size)
+    left_share = columns[x >= centre_x].sum() / max(columns.sum(), 1)
+    return 0.25 < left_share < 0.75
+
+
+def _split_joined(joined: np.ndarray) -> np.ndarray:
+    """Right-lung part of a joined mass: per slice, left of the least-populated column in the middle."""
+    right = np.zeros_like(joined)
+    for z in np.nonzero(joined.any(axis=(1, 2)))[0]:
+        columns = joined[z].sum(axis=0)
+        xs = np.nonzero(columns)[0]
+        lo, hi = xs[0], xs[-1]
+        width = hi - lo
+        if width < 4:
+            continue
+        middle = slice(lo + int(0.3 * width), lo + int(0.7 * width) + 1)
+        cut = middle.start + int(np.argmin(columns[middle]))
+        right[z, :, :cut] = joined[z, :, :cut]
+    # Slices where the mass lies on one side only follow the overall split.
+    return right
+
+
+def _fill_holes(lung: np.ndarray, pixel_mm2: float) -> np.ndarray:
+    """Fill 3-D enclosed holes and small 2-D holes (vessels) of one lung."""
+    filled = lung | _holes(lung, ndimage.generate_binary_structure(3, 1), z_faces=True)
+    holes2d = _holes(filled, _PLANE, z_faces=False)
+    if holes2d.any():
+        labelled, _ = ndimage.label(holes2d, structure=_PLANE)
+        small = np.bincount(labelled.ravel()) * pixel_mm2 < SMALL_HOLE_MM2
+        small[0] = False
+        filled |= small[labelled]
+    return filled
+
+
+def _pleural_recovery(
+    lung: np.ndarray, allowed: np.ndarray, side: int, spacing: tuple[float, float, float]
+) -> np.ndarray:
+    """Voxels of the lung's 3-D convex hull that are dense lung at the pleura (see module doc)."""
+    # Medial is towards high x for the right lung (low x indices), low x for the left: lung must lie
+    # medial to a recovered voxel along its row (else it is heart or mediastinum).
+    if side == RIGHT:
+        medial = np.maximum.accumulate(lung[:, :, ::-1], axis=2)[:, :, ::-1]
+    else:
+        medial = np.maximum.accumulate(lung, axis=2)
+    # Lung must also lie above and below it in its (y, x) column: under the diaphragm dome (liver,
+    # spleen) and under the heart there is none.
+    below = np.maximum.accumulate(lung, axis=0)
+    above = np.maximum.accumulate(lung[::-1], axis=0)[::-1]
+    candidates = allowed & ~lung & medial & below & above
+    points = np.argwhere(candidates)
+    recovered = np.zeros_like(lung)
+    if not len(points):
+        return recovered
+    # A 3-D hull, not one per slice: a large subpleural consolidation flattens the slice's own outline
+    # (the per-slice hull then cuts its chord through the lesion), while the slices above and below
+    # still carry the lung's convex rib-cage surface across it.
+    inside = _in_convex_hull_3d(lung, points, np.asarray(spacing, dtype=np.float32))
+    recovered[tuple(points[inside].T)] = True
+    # Keep what touches the lung: the hull may also reach past a gap.
+    labelled, n = ndimage.label(recovered)
+    touching = np.zeros(n + 1, dtype=bool)
+    touching[labelled[ndimage.binary_dilation(lung) & recovered]] = True
+    touching[0] = False
+    return touching[labelled]
+
+
+def _in_convex_hull_3d(mask: np.ndarray, points: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Which of `points` (z, y, x indices) lie inside the convex hull of the 3-D `mask` (in mm)."""
+    # Only surface voxels can be hull vertices: far fewer points for Qhull.
+    surface = np.argwhere(mask & ~ndimage.binary_erosion(mask))
+    if len(surface) < 4:
+        return np.zeros(len(points), dtype=bool)
+    try:
+        hull = ConvexHull(surface * spacing)
+    except QhullError:  # flat: no volume
+        return np.zeros(len(points), dtype=bool)
+    # Half-space test: inside when every facet's normal . p + offset <= tolerance (half a pixel).
+    normals, offsets = hull.equations[:, :3].astype(np.float32), hull.equations[:, 3].astype(np.float32)
+    tolerance = 0.5 * float(spacing[1:].min())
+    inside = np.empty(len(points), dtype=bool)
+    step = max(1, 2_000_000 // len(normals))  # bounds the (points x facets) block in memory
+    for start in range(0, len(points), step):
+        block = points[start : start + step].astype(np.float32) * spacing
+        inside[start : start + step] = np.all(block @ normals.T + offsets <= tolerance, axis=1)
+    return inside

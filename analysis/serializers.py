@@ -1,0 +1,102 @@
+"""DRF serializers for analysis runs; every one lists its fields explicitly.
+
+The list view carries what a polling page needs (status, stage, progress, error) and the results
+with their regions and opacities; per-slice metrics, timings and model records come with one run.
+Tracebacks and file paths stay server-side (the admin shows tracebacks).
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from .models import AnalysisRun, Opacity, RegionMeasurement
+from .runs import is_suspected, relative_corona_score
+
+
+class RegionMeasurementSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RegionMeasurement
+        fields = [
+            "region",
+            "lung_volume_ml",
+            "infection_volume_ml",
+            "ggo_volume_ml",
+            "consolidation_volume_ml",
+            "poi",
+            "ihu",
+            "severity_score",
+        ]
+        read_only_fields = fields
+
+
+class OpacitySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Opacity
+        fields = [
+            "index",
+            "kind",
+            "volume_ml",
+            "longest_diameter_mm",
+            "longest_axial_diameter_mm",
+            "mean_hu",
+            "centroid_voxel",
+            "centroid_mm",
+            "slice_first",
+            "slice_last",
+            "zone",
+        ]
+        read_only_fields = fields
+
+
+class AnalysisRunSerializer(serializers.ModelSerializer):
+    study = serializers.IntegerField(source="series.study_id", read_only=True)
+    patient = serializers.IntegerField(source="series.study.patient_id", read_only=True)
+    regions = RegionMeasurementSerializer(many=True, read_only=True)
+    opacities = OpacitySerializer(many=True, read_only=True)
+    relative_corona_score = serializers.SerializerMethodField()
+    suspected = serializers.SerializerMethodField()
+
+    def get_relative_corona_score(self, run: AnalysisRun) -> float | None:
+        return relative_corona_score(run)
+
+    def get_suspected(self, run: AnalysisRun) -> bool | None:
+        return is_suspected(run)
+
+    class Meta:
+        model = AnalysisRun
+        fields = [
+            "id",
+            "series",
+            "study",
+            "patient",
+            "pipeline_version",
+            "status",
+            "stage",
+            "progress",
+            "error",
+            "attempts",
+            "created",
+            "started",
+            "finished",
+            "lung_volume_ml",
+            "infection_volume_ml",
+            "ggo_volume_ml",
+            "consolidation_volume_ml",
+            "poi",
+            "ihu",
+            "ct_severity_score",
+            "positive_ratio",
+            "corona_score_ml",
+            "relative_corona_score",
+            "suspected",
+            "warnings",
+            "regions",
+            "opacities",
+        ]
+        read_only_fields = fields
+
+
+class AnalysisRunDetailSerializer(AnalysisRunSerializer):
+    class Meta(AnalysisRunSerializer.Meta):
+        fields = [*AnalysisRunSerializer.Meta.fields, "models_used", "timings", "slice_metrics"]
+        read_only_fields = fields

@@ -1,0 +1,425 @@
+"""Training loop for the three networks: seeded, validated every epoch, checkpointed, resumable.
+
+`train_network` draws batches from a SliceSet (drawing synthetic lesions on the fly into host
+slices), augments them (small rotations and scaling; for the cropped views also 90-degree turns,
+flips and HU/contrast jitter, which covers the unknown window of 8-bit MedSeg slices), trains with
+cross-entropy + soft Dice (segmentation) or binary cross-entropy (classifier), scores the fixed
+validation set after every epoch and keeps:
+
+    OUT/checkpoint.pt   network + optimiser + epoch + history (what --resume continues from)
+    OUT/<name>.pt/.json the best epoch's weights with metadata and sha256 (analysis.nets.registry)
+
+Every random choice comes from generators seeded by (seed, epoch, step): the same command gives
+the same weights, and a resumed run continues exactly where a full run would have gone.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.nets.architectures import (
+    CLASSIFIER_CLASSES,
+    CLASSIFIER_MODEL,
+    EXPECTED_VERSIONS,
+    HU_WINDOW,
+    INFECTION_CLASSES,
+    INFECTION_MODEL,
+    LUNG_CLASSES,
+    LUNG_MODEL,
+    build_network,
+    classifier_architecture,
+    infection_architecture,
+    lung_architecture,
+)
+from analysis.nets.preprocess import resize
+from analysis.nets.registry import WeightMetadata, load_weights, save_weights
+from analysis.training.datasets import CROP_VIEW, LUNG_VIEW, MIN_ABNORMAL_PIXELS, SliceSet
+from analysis.training.lesions import insert_lesions
+
+NET_SIZE = {"lungs": 160, "infection": 224, "classifier": 128}
+MODEL_NAME = {"lungs": LUNG_MODEL, "infection": INFECTION_MODEL, "classifier": CLASSIFIER_MODEL}
+CLASSES = {"lungs": LUNG_CLASSES, "infection": INFECTION_CLASSES, "classifier": CLASSIFIER_CLASSES}
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides the result of a run (stored in the checkpoint and the metadata)."""
+
+    task: str
+    epochs: int = 10
+    batch_size: int = 16
+    steps_per_epoch: int = 0  # 0: one pass over the training slices, at most 80 batches
+    lr: float = 2e-3
+    seed: int = 0
+    width: int = 0  # 0: the architecture's default width
+    p_synthetic: float = 0.7  # share of host slices that receive lesions
+    training_data: list[str] = field(default_factory=list)
+
+    def architecture(self) -> dict[str, Any]:
+        builders = {
+            "lungs": lung_architecture,
+            "infection": infection_architecture,
+            "classifier": classifier_architecture,
+        }
+        return builders[self.task](self.width) if self.width else builders[self.task]()
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    metrics: dict[str, float]
+    seconds: float
+
+
+# Share of each batch drawn from real 2-D slices with masks (MedSeg): they are few but the only real lesions.
+PLANES_SHARE = 0.4
+
+
+def sampling_weights(data: SliceSet) -> np.ndarray:
+    """Probability of drawing each sample: 2-D planes get PLANES_SHARE together, the rest share the remainder."""
+    planes = np.array(["medseg2d:" in g for g in data.groups])
+    weights = np.ones(len(data))
+    if planes.any() and not planes.all():
+        weights[planes] = PLANES_SHARE / planes.sum()
+        weights[~planes] = (1 - PLANES_SHARE) / (~planes).sum()
+    return weights / weights.sum()
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng([abs(int(k)) for k in keys])
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+
+def _sample(
+    data: SliceSet,
+    index: int,
+    task: str,
+    rng: np.random.Generator,
+    p_synthetic: float,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(HU image, labels, abnormal) of one sample, with synthetic lesions drawn when it is a host slice."""
+    image, labels, abnormal = data.images[index], data.labels[index], float(data.abnormal[index])
+    if data.synthesize[index] and data.lungs[index].any() and rng.random() < p_synthetic:
+        image, lesion = insert_lesions(image, data.lungs[index], float(data.pixel_mm[index]), rng)
+        if task != "lungs":
+            labels = lesion  # host slices are normal: the drawn lesions are all their infection
+        if (lesion > 0).sum() >= MIN_ABNORMAL_PIXELS:
+            abnormal = 1.0
+    return image, labels, abnormal
+
+
+def _augment(
+    images: torch.Tensor, labels: torch.Tensor, task: str, rng: np.random.Generator, free: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random affine (all tasks), 90-degree turns and flips (cropped views), HU/contrast jitter (cropped views)."""
+    n = images.shape[0]
+    if task != "lungs":
+        # The cropped views may come in any orientation (MedSeg slices are turned): turn and flip all of them.
+        for i in range(n):
+            k = int(rng.integers(4)) if free[i] or rng.random() < 0.5 else 0
+            flip = rng.random() < 0.5
+            img, lab = torch.rot90(images[i], k, (-2, -1)), torch.rot90(labels[i], k, (-2, -1))
+            if flip:
+                img, lab = img.flip(-1), lab.flip(-1)
+            images[i], labels[i] = img, lab
+    angle = torch.from_numpy(rng.uniform(-0.2, 0.2, n)).float()
+    scale = torch.from_numpy(rng.uniform(0.85, 1.18, n)).float()
+    shift = torch.from_numpy(rng.uniform(-0.06, 0.06, (n, 2))).float()
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    labels = F.grid_sample(labels.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False).long()
+    return images, labels
+
+
+def _intensity_jitter(hu: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """HU scale/offset about -400 HU and a little noise: covers windows estimated from 8-bit pictures."""
+    n = hu.shape[0]
+    scale = torch.from_numpy(rng.uniform(0.88, 1.12, (n, 1, 1, 1))).float()
+    offset = torch.from_numpy(rng.uniform(-50, 50, (n, 1, 1, 1))).float()
+    noise = torch.from_numpy(rng.normal(0, 1, hu.shape) * rng.uniform(0, 15, (n, 1, 1, 1))).float()
+    return (hu + 400.0) * scale - 400.0 + offset + noise
+
+
+def _to_input(hu: torch.Tensor) -> torch.Tensor:
+    lo, hi = HU_WINDOW
+    return ((hu - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+def make_batch(
+    data: SliceSet, indices: np.ndarray, task: str, rng: np.random.Generator, *, p_synthetic: float, augment: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(network input (n,1,S,S), labels (n,S,S) long, abnormal (n,) float) for the given samples."""
+    images, labels, abnormal = [], [], []
+    for index in indices:
+        image, label, flag = _sample(data, int(index), task, rng, p_synthetic)
+        images.append(image)
+        labels.append(label)
+        abnormal.append(flag)
+    hu = torch.from_numpy(np.stack(images).astype(np.float32))[:, None]
+    lab = torch.from_numpy(np.stack(labels).astype(np.int64))[:, None]
+    if augment:
+        hu, lab = _augment(hu, lab, task, rng, data.free_orientation[indices])
+        if task != "lungs":
+            hu = _intensity_jitter(hu, rng)
+    size = NET_SIZE[task]
+    x = resize(_to_input(hu), size)
+    lab = resize(lab.float(), size, labels=True).long()[:, 0]
+    return x.contiguous(memory_format=torch.channels_last), lab, torch.tensor(abnormal, dtype=torch.float32)
+
+
+def fixed_validation(data: SliceSet, task: str, seed: int, batch_size: int) -> list[tuple[torch.Tensor, ...]]:
+    """The validation batches, drawn once (lesions included) so every epoch is scored on the same pixels."""
+    batches = []
+    for start in range(0, len(data), batch_size):
+        indices = np.arange(start, min(start + batch_size, len(data)))
+        batches.append(make_batch(data, indices, task, _rng(seed, 99991, start), p_synthetic=0.0, augment=False))
+    if any(data.synthesize):  # host slices count twice: as they are and with lesions (the positives)
+        synth = np.flatnonzero(data.synthesize)
+        for start in range(0, len(synth), batch_size):
+            indices = synth[start : start + batch_size]
+            rng = _rng(seed, 77773, start)
+            batches.append(make_batch(data, indices, task, rng, p_synthetic=1.0, augment=False))
+    return batches
+
+
+# --- loss and metrics ----------------------------------------------------------------------------
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy + soft Dice over the foreground classes (batch-level, so empty slices do not divide by 0)."""
+    ce = F.cross_entropy(logits, labels)
+    probs = logits.softmax(1)
+    onehot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).float()
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)[1:]
+    denom = (probs + onehot).sum(dims)[1:]
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    return ce + (1 - dice).mean()
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean arrays (1.0 when both are empty)."""
+    total = pred.sum() + truth.sum()
+    return 1.0 if total == 0 else float(2 * (pred & truth).sum() / total)
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC (Mann-Whitney, ties half); nan when one class is missing."""
+    pos, neg = scores[labels > 0.5], scores[labels <= 0.5]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    values = np.concatenate([pos, neg])[order]
+    # Average ranks for ties.
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+@torch.inference_mode()
+def evaluate(net: nn.Module, batches: list[tuple[torch.Tensor, ...]], task: str) -> dict[str, float]:
+    net.eval()
+    if task == "classifier":
+        scores, labels = [], []
+        for x, _, abnormal in batches:
+            scores.append(torch.sigmoid(net(x)[:, 0]).numpy())
+            labels.append(abnormal.numpy())
+        s, y = np.concatenate(scores), np.concatenate(labels)
+        known = y >= 0
+        return {"auc": auc(s[known], y[known]), "accuracy": float(((s[known] > 0.5) == (y[known] > 0.5)).mean())}
+    preds, truths = [], []
+    for x, lab, _ in batches:
+        preds.append(net(x).argmax(1).numpy().astype(np.uint8))
+        truths.append(lab.numpy().astype(np.uint8))
+    p, t = np.concatenate(preds), np.concatenate(truths)
+    if task == "lungs":
+        right, left = dice(p == 1, t == 1), dice(p == 2, t == 2)
+        return {"dice": (right + left) / 2, "dice_right": right, "dice_left": left}
+    normal = ~t.reshape(len(t), -1).any(1)
+    false_share = float((p[normal] > 0).mean()) if normal.any() else 0.0
+    return {
+        "dice": dice(p > 0, t > 0),
+        "dice_ggo": dice(p == 1, t == 1),
+        "dice_consolidation": dice(p == 2, t == 2),
+        "normal_slice_infected_share": false_share,
+    }
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def _progress(prefix: str, step: int, total: int, loss: float, started: float, stream) -> None:
+    """A bar redrawn in place on a terminal; in a log file, a line at each quarter of the epoch."""
+    width = 24
+    done = int(width * step / total)
+    elapsed = time.perf_counter() - started
+    text = f"{prefix} [{'#' * done}{'.' * (width - done)}] {step}/{total} loss {loss:.4f} {elapsed:.0f}s"
+    tty = getattr(stream, "isatty", lambda: False)()
+    if tty:
+        stream.write("\r" + text + ("\n" if step == total else ""))
+    elif step == total or step * 4 // total != (step - 1) * 4 // total:
+        stream.write(text + "\n")
+    stream.flush()
+
+
+def train_network(
+    config: TrainConfig,
+    train_set: SliceSet,
+    val_set: SliceSet,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    init_from: Path | None = None,
+    stop_after_epoch: int | None = None,
+    log: Callable[[str], None] = print,
+    stream=sys.stdout,
+) -> list[EpochRecord]:
+    """Train `config.task`; continue from OUT/checkpoint.pt when `resume`, or start from weights in `init_from`.
+
+    `stop_after_epoch` ends this call early (a time-boxed run) on the same schedule: --resume finishes it.
+    """
+    task = config.task
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    architecture = config.architecture()
+    history: list[EpochRecord] = []
+    start_epoch, best = 0, -math.inf
+    checkpoint_path = out_dir / CHECKPOINT
+    net = build_network(architecture)
+    state: dict[str, Any] = {}
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if state["architecture"] != architecture or state["task"] != task:
+            raise ValueError(f"{checkpoint_path} was written for another task or architecture")
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best = state["epoch"], state["best"]
+        history = [EpochRecord(**record) for record in state["history"]]
+        log(f"resuming {task} from {checkpoint_path.name} after epoch {start_epoch} (best {best:.4f})")
+    elif init_from is not None:
+        loaded = load_weights(MODEL_NAME[task], init_from, version=EXPECTED_VERSIONS[MODEL_NAME[task]])
+        if loaded.metadata.architecture != architecture:
+            raise ValueError(f"weights in {init_from} have another architecture: {loaded.metadata.architecture}")
+        net.load_state_dict(loaded.state_dict)
+        log(f"fine-tuning {task} from {loaded.path} (sha256 {loaded.metadata.sha256[:12]})")
+    net = net.to(memory_format=torch.channels_last)
+    steps = config.steps_per_epoch or max(1, min(math.ceil(len(train_set) / config.batch_size), 80))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=max(steps * (config.epochs - start_epoch), 1), pct_start=0.15
+    )
+    if start_epoch and state["config"]["epochs"] == config.epochs and state.get("steps") == steps:
+        # The same schedule: continue it exactly. Building the scheduler reset the optimiser's learning rate
+        # and momentum to the schedule's start, so the optimiser's saved state is loaded again after it.
+        scheduler.load_state_dict(state["scheduler"])
+        optimizer.load_state_dict(state["optimizer"])
+    elif start_epoch:
+        log(f"new learning-rate schedule over the remaining {config.epochs - start_epoch} epoch(s)")
+    val_batches = fixed_validation(val_set, task, config.seed, config.batch_size)
+    log(
+        f"{task}: {len(train_set)} training slices, {len(val_set)} validation slices, "
+        f"{steps} steps of {config.batch_size} per epoch, epochs {start_epoch + 1}..{config.epochs}"
+    )
+    weights = sampling_weights(train_set)
+    last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
+    for epoch in range(start_epoch, last_epoch):
+        net.train()
+        started = time.perf_counter()
+        torch.manual_seed(config.seed * 1000 + epoch)
+        losses = []
+        for step in range(steps):
+            rng = _rng(config.seed, epoch, step)
+            indices = rng.choice(len(train_set), config.batch_size, p=weights)
+            x, labels, abnormal = make_batch(
+                train_set, indices, task, rng, p_synthetic=config.p_synthetic, augment=True
+            )
+            logits = net(x)
+            if task == "classifier":
+                known = abnormal >= 0
+                loss = F.binary_cross_entropy_with_logits(logits[known, 0], abnormal[known])
+            else:
+                loss = segmentation_loss(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            _progress(f"epoch {epoch + 1}/{config.epochs}", step + 1, steps, float(np.mean(losses)), started, stream)
+        metrics = evaluate(net, val_batches, task)
+        record = EpochRecord(
+            epoch=epoch + 1, loss=float(np.mean(losses)), metrics=metrics, seconds=time.perf_counter() - started
+        )
+        history.append(record)
+        primary = metrics["auc" if task == "classifier" else "dice"]
+        primary = -1.0 if math.isnan(primary) else primary
+        improved = primary > best
+        if improved:
+            best = primary
+            save_weights(net.state_dict(), _metadata(config, architecture, record), out_dir)
+        shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        log(
+            f"epoch {epoch + 1}/{config.epochs}: loss {record.loss:.4f} val {shown} ({record.seconds:.0f}s)"
+            + (" * best, saved" if improved else "")
+        )
+        torch.save(
+            {
+                "task": task,
+                "architecture": architecture,
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "steps": steps,
+                "epoch": epoch + 1,
+                "best": best,
+                "history": [r.__dict__ for r in history],
+                "config": dict(config.__dict__),
+            },
+            checkpoint_path,
+        )
+    return history
+
+
+def _metadata(config: TrainConfig, architecture: dict[str, Any], record: EpochRecord) -> WeightMetadata:
+    task = config.task
+    crop = "whole slice" if task == "lungs" else "square box around the study's lungs (union over slices)"
+    return WeightMetadata(
+        name=MODEL_NAME[task],
+        version=EXPECTED_VERSIONS[MODEL_NAME[task]],
+        stage=task,
+        architecture=architecture,
+        classes=CLASSES[task],
+        input={
+            "size": NET_SIZE[task],
+            "window": list(HU_WINDOW),
+            "crop": crop,
+            "working_view": LUNG_VIEW if task == "lungs" else CROP_VIEW,
+        },
+        training_data=list(config.training_data),
+        date=date.today().isoformat(),
+        metrics={"validation": record.metrics, "epoch": record.epoch, "epochs": config.epochs, "seed": config.seed},
+    )

@@ -1,0 +1,5 @@
+"""covidsite: chest CT infection quantification for hospital teams."""
+
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

@@ -1,0 +1,382 @@
+"""Dataset readers, lesion synthesis and the training loop on tiny data (a few slices, a few steps)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from PIL import Image
+
+from analysis.nets.registry import load_weights
+from analysis.phantoms import LesionKind, LesionSpec, PhantomSpec, Severity, Side, make_phantom, random_spec
+from analysis.pipeline.volume import write_dicom_series
+from analysis.training.datasets import (
+    Case,
+    DatasetError,
+    build_slice_set,
+    estimate_hu,
+    fold_indices,
+    parse_spec,
+    read_dicom_case,
+    read_medseg2d,
+    read_nifti_cases,
+    split_validation,
+)
+from analysis.training.lesions import CONSOLIDATION, GGO, LesionStyle, insert_lesions
+from analysis.training.trainer import TrainConfig, auc, make_batch, train_network
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(random_spec(11, Severity.SEVERE), slice_thickness_mm=10.0, pixel_spacing_mm=2.0, matrix=192)
+
+
+@pytest.fixture(scope="module")
+def phantom_case(phantom):
+    inf = phantom.infection
+    return Case(
+        name="phantom:11",
+        volume=phantom.volume,
+        lungs=phantom.lungs,
+        infection=inf,
+        slice_labels=inf.reshape(len(inf), -1).any(1).astype(np.int8),
+    )
+
+
+@pytest.fixture(scope="module")
+def host_case(phantom):
+    """The phantom's lungs without lesions, as a host for synthetic lesions."""
+    normal = make_phantom(random_spec(12, Severity.NORMAL), slice_thickness_mm=10.0, pixel_spacing_mm=2.0, matrix=192)
+    return Case(
+        name="host:12",
+        volume=normal.volume,
+        lungs=normal.lungs,
+        host=True,
+        slice_labels=np.zeros(normal.volume.shape[0], np.int8),
+    )
+
+
+# --- specs and readers ---------------------------------------------------------------------------
+
+
+def test_specs_parse_and_bad_specs_say_why():
+    spec = parse_spec("medseg2d:/data/slices,fold=2/5,test")
+    assert (spec.kind, spec.args, spec.options) == ("medseg2d", ("/data/slices",), {"fold": "2/5", "part": "test"})
+    assert parse_spec("dicomlabels:/a,/a.csv").args == ("/a", "/a.csv")
+    for bad, reason in [
+        ("images", "KIND:ARGS"),
+        ("phantom:x", "number"),
+        ("dicomlabels:/a", "2..2"),
+        ("medseg2d:/a,fold=2", "K/N"),
+        ("zip:/a", "KIND:ARGS"),
+    ]:
+        with pytest.raises(DatasetError, match=reason):
+            parse_spec(bad)
+
+
+def test_folds_partition_the_items():
+    tests = [fold_indices(50, k, 5) for k in range(5)]
+    assert sorted(np.concatenate(tests).tolist()) == list(range(50))
+    assert all(len(t) == 10 for t in tests)
+
+
+def test_estimate_hu_maps_lung_and_soft_tissue_peaks():
+    rng = np.random.default_rng(0)
+    image = np.concatenate([rng.normal(45, 4, 3000), rng.normal(200, 4, 2000), np.zeros(200)]).clip(0, 255)
+    hu = estimate_hu(image.astype(np.uint8).reshape(1, -1))
+    assert np.median(hu[0, :3000]) == pytest.approx(-850, abs=40)
+    assert np.median(hu[0, 3000:5000]) == pytest.approx(40, abs=40)
+
+
+def _write_medseg(folder, n=5):
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        image = rng.normal(45, 5, (40 + i, 50)).clip(0, 255)
+        image[:10] = 205
+        mask = np.zeros(image.shape, np.uint8)
+        mask[20:25, 20:30] = 1 + i % 2
+        Image.fromarray(image.astype(np.uint8)).save(folder / "images" / f"{i}.jpg")
+        Image.fromarray(mask).save(folder / "masks" / f"{i}.png")
+
+
+def test_medseg_reader_pairs_images_and_masks_and_splits_folds(tmp_path):
+    _write_medseg(tmp_path)
+    planes = read_medseg2d(tmp_path / "images", tmp_path / "masks")
+    assert planes.ids == ["0", "1", "2", "3", "4"]
+    assert planes.images[1].shape == (41, 50)
+    assert set(np.unique(planes.masks[1])) == {0, 2}
+    train = read_medseg2d(tmp_path / "images", tmp_path / "masks", fold=(0, 5), part="train")
+    test = read_medseg2d(tmp_path / "images", tmp_path / "masks", fold=(0, 5), part="test")
+    assert len(train.ids) == 4
+    assert len(test.ids) == 1
+    assert not set(train.ids) & set(test.ids)
+    data = build_slice_set([planes], "infection")
+    assert data.images.shape == (5, 256, 256)
+    assert data.free_orientation.all()
+    assert (data.abnormal == 1).all()
+    with pytest.raises(DatasetError, match="no training samples"):
+        build_slice_set([planes], "lungs")  # MedSeg slices have no lung masks
+
+
+def test_nifti_reader_reads_the_ma_et_al_layout(tmp_path, phantom):
+    import SimpleITK as sitk
+
+    for sub in ("COVID-19-CT-Seg_20cases", "Infection_Mask", "Lung_Mask"):
+        (tmp_path / sub).mkdir()
+    volume = phantom.volume
+
+    def write(array, sub):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(tuple(reversed(volume.spacing)))
+        sitk.WriteImage(image, str(tmp_path / sub / "case_1.nii.gz"))
+
+    write(volume.hu, "COVID-19-CT-Seg_20cases")
+    write((phantom.infection > 0).astype(np.uint8), "Infection_Mask")
+    # The source's lung values are swapped on purpose (3 right, 4 left): sides come from position.
+    write(np.where(phantom.lungs == 1, 3, np.where(phantom.lungs == 2, 4, 0)).astype(np.uint8), "Lung_Mask")
+    [case] = read_nifti_cases(tmp_path)
+    assert (case.lungs == phantom.lungs).mean() > 0.999
+    assert ((case.infection > 0) == (phantom.infection > 0)).all()
+    dense = case.infection == CONSOLIDATION
+    assert (volume.hu[dense] > -300).all()
+
+
+def test_dicom_host_uses_only_slices_labelled_normal(tmp_path):
+    lesion = LesionSpec(
+        kind=LesionKind.CONSOLIDATION,
+        radius_mm=20.0,
+        hu=0.0,
+        lung=Side.RIGHT,
+        height_frac=0.3,
+        angle_deg=90.0,
+        depth_frac=0.9,
+    )
+    phantom = make_phantom(
+        PhantomSpec(seed=4, lesions=(lesion,)), slice_thickness_mm=10.0, pixel_spacing_mm=2.0, matrix=192
+    )
+    paths = write_dicom_series(phantom.volume, tmp_path / "series", patient_id="P-train")
+
+    infected = phantom.infection.reshape(len(phantom.infection), -1).any(1)
+    _write_slice_labels(paths, infected, tmp_path / "labels.csv")
+    case = read_dicom_case(tmp_path / "series", tmp_path / "labels.csv", host=True, cache_dir=tmp_path / "cache")
+    assert (case.slice_labels == infected).all()
+    cached = read_dicom_case(tmp_path / "series", tmp_path / "labels.csv", host=True, cache_dir=tmp_path / "cache")
+    assert (cached.lungs == case.lungs).all()
+    assert 0 < infected.sum() < len(infected) - 5
+    data = build_slice_set([case], "infection")
+    has_lung = phantom.lungs.reshape(len(phantom.lungs), -1).any(1)
+    assert len(data) == int((has_lung & ~infected).sum())
+    assert data.synthesize.all()
+    assert not data.labels.any()
+
+
+# --- lesions -------------------------------------------------------------------------------------
+
+
+def test_synthetic_lesions_lie_in_the_lung_and_change_density_as_labelled(host_case):
+    z = host_case.volume.shape[0] // 2
+    hu, lung = host_case.volume.hu[z].astype(np.float32), host_case.lungs[z] > 0
+    new, labels = insert_lesions(hu, lung, 2.0, np.random.default_rng(3), LesionStyle(p_consolidation=0.5), 4)
+    assert labels.any()
+    assert not labels[~lung].any()
+    assert (new[labels == GGO] - hu[labels == GGO]).mean() > 50  # ground glass is denser than lung
+    if (labels == CONSOLIDATION).any():
+        assert np.median(new[labels == CONSOLIDATION]) > -250
+    assert np.abs(new[~lung] - hu[~lung]).max() == 0  # nothing is drawn outside the lung
+    again, labels_again = insert_lesions(hu, lung, 2.0, np.random.default_rng(3), LesionStyle(p_consolidation=0.5), 4)
+    assert (again == new).all()
+    assert (labels_again == labels).all()
+
+
+def test_lung_samples_keep_lesions_inside_the_lung_label(host_case):
+    # Consolidation drawn into a host slice stays lung in the lung network's truth: the network learns to
+    # include consolidated lung, which a threshold cannot.
+    data = build_slice_set([host_case], "lungs")
+    index = np.array([int(np.argmax(data.lungs.reshape(len(data), -1).sum(1)))] * 3)
+    style_rng = np.random.default_rng(5)
+    x, labels, abnormal = make_batch(data, index, "lungs", style_rng, p_synthetic=1.0, augment=False)
+    plain, plain_labels, _ = make_batch(data, index, "lungs", style_rng, p_synthetic=0.0, augment=False)
+    assert (abnormal == 1).all()
+    assert torch.equal(labels, plain_labels)  # lung labels unchanged ...
+    assert (x - plain).abs().max() > 0.2  # ... although dense lesions were drawn
+
+
+def test_auc_counts_ties_as_half():
+    assert auc(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0])) == 1.0
+    assert auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
+    assert np.isnan(auc(np.array([0.5]), np.array([1])))
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def _config(task: str, epochs: int) -> TrainConfig:
+    return TrainConfig(task=task, epochs=epochs, batch_size=4, steps_per_epoch=3, lr=5e-3, width=4, seed=1)
+
+
+def test_training_lowers_the_loss_and_writes_verified_best_weights(tmp_path, phantom_case, host_case):
+    data = build_slice_set([phantom_case, host_case], "infection")
+    train, val = split_validation(data, block=2, every=4)
+    history = train_network(_config("infection", 4), train, val, tmp_path, log=lambda _: None)
+    assert history[-1].loss < history[0].loss
+    assert (tmp_path / "checkpoint.pt").exists()
+    loaded = load_weights("infection-unet2d", tmp_path, version="1.0")
+    best = max(history, key=lambda r: r.metrics["dice"])
+    assert loaded.metadata.metrics["epoch"] == best.epoch
+    assert loaded.metadata.metrics["validation"]["dice"] == pytest.approx(best.metrics["dice"])
+
+
+def test_training_is_deterministic_and_resume_continues_exactly(tmp_path, phantom_case):
+    data = build_slice_set([phantom_case], "lungs")
+    train, val = split_validation(data, block=2, every=4)
+
+    def weights(path):
+        return torch.load(path / "checkpoint.pt", weights_only=False)["model"]
+
+    train_network(_config("lungs", 2), train, val, tmp_path / "a", log=lambda _: None)
+    train_network(_config("lungs", 2), train, val, tmp_path / "b", log=lambda _: None)
+    # A run stopped after its first epoch and resumed ends where the uninterrupted run ended.
+    train_network(_config("lungs", 2), train, val, tmp_path / "c", stop_after_epoch=1, log=lambda _: None)
+    messages = []
+    history = train_network(_config("lungs", 2), train, val, tmp_path / "c", resume=True, log=messages.append)
+    assert any("resuming" in m for m in messages)
+    assert [r.epoch for r in history] == [1, 2]
+    a, b, c = weights(tmp_path / "a"), weights(tmp_path / "b"), weights(tmp_path / "c")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+        torch.testing.assert_close(a[key], c[key], msg=key)
+
+
+def test_classifier_learns_from_slice_labels(tmp_path, phantom_case, host_case):
+    data = build_slice_set([phantom_case, host_case], "classifier")
+    assert set(np.unique(data.abnormal)) == {0.0, 1.0}
+    train, val = split_validation(data, block=2, every=4)
+    history = train_network(_config("classifier", 2), train, val, tmp_path, log=lambda _: None)
+    assert set(history[-1].metrics) == {"auc", "accuracy"}
+
+
+def test_train_command_runs_without_a_database_and_fine_tunes(tmp_path, capsys):
+    call_command(
+        "train",
+        "lungs",
+        "--data",
+        "phantom:1",
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--width",
+        "4",
+    )
+    out = capsys.readouterr().out
+    assert "epoch 1/1" in out
+    assert "best epoch 1" in out
+    call_command(
+        "train",
+        "lungs",
+        "--data",
+        "phantom:1",
+        "--out",
+        str(tmp_path / "site"),
+        "--epochs",
+        "1",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--width",
+        "4",
+        "--resume",
+        str(tmp_path / "run"),
+    )
+    assert "fine-tuning lungs" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("train", "infection", "--data", f"medseg2d:{tmp_path / 'none'}", "--out", str(tmp_path / "x"))
+
+
+# --- evaluation commands -------------------------------------------------------------------------
+
+
+def _ggo_everywhere_weights(model_dir):
+    """A tiny infection network whose output layer is biased to GGO: it marks everything it sees."""
+    from analysis.nets.architectures import INFECTION_MODEL, build_network, infection_architecture
+    from analysis.nets.registry import WeightMetadata, save_weights
+
+    torch.manual_seed(0)
+    arch = infection_architecture(width=4)
+    net = build_network(arch)
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)][-1]
+    with torch.no_grad():
+        last.bias[:] = torch.tensor([-20.0, 20.0, 0.0])
+    meta = WeightMetadata(
+        name=INFECTION_MODEL, version="1.0", stage="infection", architecture=arch,
+        classes=["background", "ggo", "consolidation"], input={"size": 64, "window": [-1000.0, 250.0]},
+    )  # fmt: skip
+    save_weights(net.state_dict(), meta, model_dir, half=False)
+
+
+def test_evaluate_slices_scores_dice_and_writes_masks_with_the_same_names(tmp_path, capsys):
+    import json
+
+    _write_medseg(tmp_path / "slices")
+    _ggo_everywhere_weights(tmp_path / "models")
+    images, masks = tmp_path / "slices" / "images", tmp_path / "slices" / "masks"
+    call_command("evaluate-slices", str(images), str(masks), "--model-dir", str(tmp_path / "models"),
+                 "--out", str(tmp_path / "pred"), "--json")  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 5
+    for row in result["per_image"]:
+        truth = np.array(Image.open(masks / f"{row['image']}.png"))
+        written = np.array(Image.open(tmp_path / "pred" / f"{row['image']}.png"))
+        assert written.shape == truth.shape
+        assert (written == 1).all()  # GGO everywhere, as the network says
+        expected = 2 * (truth > 0).sum() / ((truth > 0).sum() + truth.size)
+        assert row["infection"] == pytest.approx(expected)
+        if (truth == 2).any():
+            assert row["consolidation"] == 0.0
+    call_command("evaluate-slices", str(images), str(masks), "--model-dir", str(tmp_path / "models"), "--fold", "1/5")
+    assert "1 images" in capsys.readouterr().out
+    with pytest.raises(CommandError, match=r"infection-unet2d\.json is missing"):
+        call_command("evaluate-slices", str(images), str(masks), "--model-dir", str(tmp_path))
+
+
+def test_evaluate_series_measures_slice_auc_and_poi(tmp_path, capsys, phantom):
+    import json
+
+    paths = write_dicom_series(phantom.volume, tmp_path / "series", patient_id="P-eval")
+    infected = phantom.infection.reshape(len(phantom.infection), -1).any(1)
+    _write_slice_labels(paths, infected, tmp_path / "labels.csv")
+    args = [str(tmp_path / "series"), str(tmp_path / "labels.csv"), "--json"]
+    call_command("evaluate-series", *args, "--method", "baseline")
+    baseline = json.loads(capsys.readouterr().out)
+    assert baseline["labelled_slices"] == len(paths)
+    assert baseline["auc_infected_share"] > 0.8  # the density baseline finds the phantom's dense lesions
+
+    _ggo_everywhere_weights(tmp_path / "models")  # no lung weights: the classical lungs are used
+    call_command("evaluate-series", *args, "--model-dir", str(tmp_path / "models"))
+    network = json.loads(capsys.readouterr().out)
+    assert [m["kind"] for m in network["models"]] == ["classical", "network"]
+    assert network["poi"] == pytest.approx(1.0)  # everything inside the lungs is marked
+    assert network["poi_in_infected_slices"] == pytest.approx(1.0)
+    assert 0.0 <= network["auc_infected_share"] <= 1.0
+
+
+def _write_slice_labels(paths, infected, csv_path) -> None:
+    """A slice-label CSV in the P001_slice_labels.csv layout for the written series."""
+    import pydicom
+
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "sop_instance_uid", "infected"])
+        for z, path in enumerate(paths):
+            writer.writerow([path.name, pydicom.dcmread(path).SOPInstanceUID, int(infected[z])])
