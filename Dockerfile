@@ -15,6 +15,7 @@ COPY pyproject.toml README.md ./
 COPY covidsite covidsite
 COPY patients patients
 COPY analysis analysis
+COPY audit audit
 COPY frontend frontend
 COPY manage.py ./
 RUN pip install .

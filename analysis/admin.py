@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import AnalysisRun, Opacity, RegionMeasurement
+from .models import AnalysisRun, ClinicalSeverity, Opacity, RegionMeasurement, SeverityModel
 
 
 class RegionMeasurementInline(admin.TabularInline):
@@ -43,3 +43,22 @@ class OpacityAdmin(admin.ModelAdmin):
     list_display = ["run", "index", "kind", "volume_ml", "longest_diameter_mm", "zone"]
     list_filter = ["kind", "zone"]
     list_select_related = ["run"]
+
+
+@admin.register(ClinicalSeverity)
+class ClinicalSeverityAdmin(admin.ModelAdmin):
+    list_display = ["study", "label", "recorded_by", "recorded_at"]
+    list_filter = ["label"]
+    search_fields = ["study__patient__identifier", "study__accession_number"]
+    list_select_related = ["study__patient", "recorded_by"]
+    raw_id_fields = ["study"]
+
+
+@admin.register(SeverityModel)
+class SeverityModelAdmin(admin.ModelAdmin):
+    """Read-only: models are fitted and activated from the cohort page, which checks the roles."""
+
+    list_display = ["name", "team", "cohort", "created", "n_severe", "n_non_severe", "is_active"]
+    list_filter = ["is_active", "team"]
+    list_select_related = ["team", "cohort"]
+    readonly_fields = [f.name for f in SeverityModel._meta.fields]

@@ -26,3 +26,11 @@ class OpacityKind(models.TextChoices):
     GGO = "ggo", "Ground-glass opacity"
     CONSOLIDATION = "consolidation", "Consolidation"
     MIXED = "mixed", "Mixed"
+
+
+class SeverityLabel(models.TextChoices):
+    """A study's clinical severity as recorded by the team (the outcome the severity models learn)."""
+
+    SEVERE = "severe", "Severe"
+    NON_SEVERE = "non_severe", "Non-severe"
+    UNKNOWN = "unknown", "Unknown"

@@ -22,6 +22,7 @@ the attempt number can.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import time
@@ -250,6 +251,8 @@ def failure_message(exc: BaseException, *, stage: str = "") -> str:
     """What the user reads: the text of input/pipeline errors as they are, a short summary of anything else."""
     if isinstance(exc, VolumeError | PipelineError) and str(exc):
         message = str(exc)
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        message = "the results could not be stored: the server's disk is full; retry once space is freed"
     else:
         where = f" at the {stage} stage" if stage else ""
         detail = str(exc) or "no details"

@@ -6,11 +6,14 @@ result: pages poll it, and a retried or duplicated task claims it atomically.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
+from django.utils import timezone
 
-from patients.models import Series, TeamScopedQuerySet
+from patients.models import Cohort, Series, Study, Team, TeamScopedQuerySet
 
-from .choices import OpacityKind, Region, RunStatus
+from .choices import OpacityKind, Region, RunStatus, SeverityLabel
 
 
 class AnalysisRunQuerySet(TeamScopedQuerySet):
@@ -110,3 +113,68 @@ class Opacity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.volume_ml:.1f} mL"
+
+
+class ClinicalSeverityQuerySet(TeamScopedQuerySet):
+    team_path = "study__patient__team"
+
+
+class ClinicalSeverity(models.Model):
+    """The clinical severity of one study (severe / non-severe / unknown), recorded by a clinician or admin."""
+
+    study = models.OneToOneField(Study, on_delete=models.PROTECT, related_name="clinical_severity")
+    label = models.CharField(max_length=16, choices=SeverityLabel.choices, default=SeverityLabel.UNKNOWN)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    recorded_at = models.DateTimeField(auto_now=True)
+
+    objects = ClinicalSeverityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "clinical severities"
+
+    def __str__(self) -> str:
+        return f"{self.study}: {self.get_label_display()}"
+
+
+class SeverityModelQuerySet(TeamScopedQuerySet):
+    team_path = "team"
+
+
+class SeverityModel(models.Model):
+    """A logistic model of P(severe) fitted on a cohort, with its cross-validated metrics.
+
+    Features are standardised inside the model: P = 1 / (1 + exp(-(intercept + sum(coef * (x - mean) / scale)))).
+    All models of one fit share `created`. At most one model per team is active: it scores new analyses.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="severity_models")
+    cohort = models.ForeignKey(Cohort, on_delete=models.PROTECT, related_name="severity_models")
+    name = models.CharField(max_length=200)
+    features = models.JSONField(help_text="feature keys, in coefficient order")
+    coefficients = models.JSONField()
+    intercept = models.FloatField()
+    scaler_mean = models.JSONField()
+    scaler_scale = models.JSONField()
+    metrics = models.JSONField(default=dict, help_text="cross-validated AUC, CI, cut-off, ROC points")
+    n_severe = models.PositiveIntegerField()
+    n_non_severe = models.PositiveIntegerField()
+    created = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    is_active = models.BooleanField(default=False)
+
+    objects = SeverityModelQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team"], condition=Q(is_active=True), name="one_active_severity_model_per_team"
+            )
+        ]
+        ordering = ["-created", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.created:%Y-%m-%d})"

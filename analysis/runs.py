@@ -112,19 +112,68 @@ def retry_run(run: AnalysisRun) -> AnalysisRun:
     return run
 
 
-def enqueue(run_id: int) -> None:
-    """Send the task for one run. If the broker cannot be reached the run fails with a retryable message."""
+def enqueue(run_id: int) -> bool:
+    """Send the task for one run; True when the broker took it.
+
+    A broker that cannot be reached loses nothing: the run stays QUEUED with a note saying it waits
+    for the task queue (`UNSENT_NOTE`), and `resend_unsent` sends it once the broker is back. A
+    successful send is itself the sign that the broker is back, so it re-sends what waits too.
+    """
+    try:
+        _send(run_id)
+    except Exception as exc:  # kombu raises several types (OperationalError, OSError, ...) for a broker that is down
+        logger.warning("analysis run %s could not be handed to the task queue: %s", run_id, exc)
+        AnalysisRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(error=unsent_note(exc))
+        return False
+    resend_unsent()
+    return True
+
+
+# A QUEUED run whose message the broker did not take carries this note in `error` until it is sent.
+# A queued run has no other use for its error field (a claim clears it), so no extra column is needed,
+# and the page shows the user why the analysis has not started.
+UNSENT_NOTE = "waiting for the task queue"
+RESEND_BATCH = 500
+
+
+def unsent_note(exc: BaseException) -> str:
+    return f"{UNSENT_NOTE}, which could not be reached ({exc}); the analysis starts when the queue is back"
+
+
+def unsent_runs() -> QuerySet[AnalysisRun]:
+    """Runs queued while the broker was down: never handed over, so no worker will ever see them."""
+    return AnalysisRun.objects.filter(status=RunStatus.QUEUED, error__startswith=UNSENT_NOTE)
+
+
+def resend_unsent(limit: int = RESEND_BATCH) -> int:
+    """Send the tasks of runs queued while the broker was down; returns how many were sent.
+
+    Called after every successful send, when a worker (re)connects to the broker, and by the
+    `resend_analyses` command. Each run's note is taken off with a conditional update before its
+    send, so two concurrent sweeps never send one run twice; a failed send puts the note back and
+    stops the sweep (the broker is still down). A duplicate message would be harmless anyway: the
+    worker's atomic claim (`analysis.execute.claim_run`) lets only one delivery analyse a run.
+    """
+    sent = 0
+    for run_id, note in unsent_runs().order_by("created", "pk").values_list("pk", "error")[:limit]:
+        if not AnalysisRun.objects.filter(pk=run_id, status=RunStatus.QUEUED, error=note).update(error=""):
+            continue  # another sweep took it, or a worker claimed it
+        try:
+            _send(run_id)
+        except Exception as exc:
+            AnalysisRun.objects.filter(pk=run_id, status=RunStatus.QUEUED, error="").update(error=unsent_note(exc))
+            logger.warning("the task queue is still unreachable (%s): %s run(s) re-sent so far", exc, sent)
+            break
+        sent += 1
+    if sent:
+        logger.info("re-sent %s analysis run(s) queued while the task queue was unreachable", sent)
+    return sent
+
+
+def _send(run_id: int) -> None:
     from .tasks import analyse_series
 
-    try:
-        analyse_series.apply_async((run_id,), queue=settings.CELERY_ANALYSIS_QUEUE)
-    except Exception as exc:  # kombu raises several types (OperationalError, OSError, ...) for a broker that is down
-        logger.exception("could not enqueue analysis run %s", run_id)
-        AnalysisRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-            status=RunStatus.FAILED,
-            error=f"the analysis could not be handed to the task queue ({exc}); retry when the queue is back",
-            finished=timezone.now(),
-        )
+    analyse_series.apply_async((run_id,), queue=settings.CELERY_ANALYSIS_QUEUE)
 
 
 def _reset(run: AnalysisRun) -> None:

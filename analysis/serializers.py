@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from .models import AnalysisRun, Opacity, RegionMeasurement
+from patients.models import Cohort
+
+from .choices import RunStatus
+from .models import AnalysisRun, Opacity, RegionMeasurement, SeverityModel
 from .runs import is_suspected, relative_corona_score
+from .severity import active_model, predict
 
 
 class RegionMeasurementSerializer(serializers.ModelSerializer):
@@ -55,12 +59,30 @@ class AnalysisRunSerializer(serializers.ModelSerializer):
     opacities = OpacitySerializer(many=True, read_only=True)
     relative_corona_score = serializers.SerializerMethodField()
     suspected = serializers.SerializerMethodField()
+    severity = serializers.SerializerMethodField()
 
     def get_relative_corona_score(self, run: AnalysisRun) -> float | None:
         return relative_corona_score(run)
 
     def get_suspected(self, run: AnalysisRun) -> bool | None:
         return is_suspected(run)
+
+    def get_severity(self, run: AnalysisRun) -> dict | None:
+        """P(severe) from the team's active model and which model gave it (None until the run succeeds)."""
+        if run.status != RunStatus.SUCCEEDED:
+            return None
+        # One active-model lookup per team per response, not per run.
+        cache = self.context.setdefault("active_severity_models", {})
+        team_id = run.series.study.patient.team_id
+        if team_id not in cache:
+            cache[team_id] = active_model(team_id)
+        prediction = predict(run, cache[team_id])
+        model = prediction.model
+        return {
+            "probability": prediction.probability,
+            "model": None if model is None else {"id": model.pk, "name": model.name, "created": model.created},
+            "detail": prediction.detail,
+        }
 
     class Meta:
         model = AnalysisRun
@@ -89,6 +111,7 @@ class AnalysisRunSerializer(serializers.ModelSerializer):
             "corona_score_ml",
             "relative_corona_score",
             "suspected",
+            "severity",
             "warnings",
             "regions",
             "opacities",
@@ -99,4 +122,38 @@ class AnalysisRunSerializer(serializers.ModelSerializer):
 class AnalysisRunDetailSerializer(AnalysisRunSerializer):
     class Meta(AnalysisRunSerializer.Meta):
         fields = [*AnalysisRunSerializer.Meta.fields, "models_used", "timings", "slice_metrics"]
+        read_only_fields = fields
+
+
+class SeverityModelSerializer(serializers.ModelSerializer):
+    """A fitted severity model: features, coefficients (on standardised features), metrics, and whether active."""
+
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = SeverityModel
+        fields = [
+            "id",
+            "team",
+            "cohort",
+            "name",
+            "features",
+            "coefficients",
+            "intercept",
+            "scaler_mean",
+            "scaler_scale",
+            "metrics",
+            "n_severe",
+            "n_non_severe",
+            "created",
+            "created_by",
+            "is_active",
+        ]
+        read_only_fields = fields
+
+
+class CohortSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Cohort
+        fields = ["id", "team", "name", "description", "patients", "created"]
         read_only_fields = fields

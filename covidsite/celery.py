@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "covidsite.settings")
 
 app = Celery("covidsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+logger = logging.getLogger(__name__)
+
+
+class ResendUnsentAnalyses(bootsteps.StartStopStep):
+    """Each time a worker (re)connects to the broker, send the analyses queued while it was unreachable.
+
+    A consumer step starts again after every reconnection, so a broker outage heals without anyone
+    re-uploading or retrying (see `analysis.runs.resend_unsent`).
+    """
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def start(self, parent: object) -> None:
+        from analysis.runs import resend_unsent
+
+        try:
+            resend_unsent()
+        except Exception:  # the database may be the thing that is down; the worker must still start
+            logger.exception("could not re-send the analyses queued while the task queue was unreachable")
+
+
+app.steps["consumer"].add(ResendUnsentAnalyses)
 
 
 @app.on_after_configure.connect

@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "patients",
     "analysis",
     "frontend",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -106,6 +107,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "covidsite.outages.DatabaseOutageMiddleware",
 ]
 
 ROOT_URLCONF = "covidsite.urls"
@@ -141,6 +143,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Login throttling (audit.lockout): this many failed logins for one user name or from one address
+# within the window lock further tries until the window has passed.
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+# Reverse proxies in front of the app whose X-Forwarded-For may be believed for audit addresses (0: none).
+AUDIT_TRUSTED_PROXIES = env_int("AUDIT_TRUSTED_PROXIES", 0)
+AUTHENTICATION_BACKENDS = ["audit.backends.LockoutModelBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
@@ -174,10 +184,24 @@ FILE_UPLOAD_TEMP_DIR = None
 # Stream every uploaded file to a temporary file, never into memory: studies run to hundreds of MB.
 FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.TemporaryFileUploadHandler"]
 
+# DICOM listener (manage.py dicom_listener): a pushed series is ingested once no image of it arrived for
+# DICOM_LISTENER_QUIET_SECONDS (scanners send a series over one or several associations, never "done").
+DICOM_LISTENER_PORT = env_int("DICOM_LISTENER_PORT", 11112)
+DICOM_LISTENER_AE_TITLE = env_str("DICOM_LISTENER_AE_TITLE", "COVIDSITE")
+DICOM_LISTENER_QUIET_SECONDS = env_int("DICOM_LISTENER_QUIET_SECONDS", 30)
+if DICOM_LISTENER_QUIET_SECONDS < 0:
+    raise ImproperlyConfigured(f"DICOM_LISTENER_QUIET_SECONDS must be 0 or more, got {DICOM_LISTENER_QUIET_SECONDS}")
+# The PACS that analyses are sent back to (DICOM SEG and SR by C-STORE; this site calls as
+# DICOM_LISTENER_AE_TITLE). An empty PACS_HOST turns sending back off.
+PACS_HOST = env_str("PACS_HOST", "")
+PACS_PORT = env_int("PACS_PORT", 104)
+PACS_AE_TITLE = env_str("PACS_AE_TITLE", "PACS")
+
 REST_FRAMEWORK = {
+    # Token first: a script without (or with a revoked) token gets 401 with WWW-Authenticate, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -188,6 +212,13 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "covidsite API",
     "DESCRIPTION": "Chest CT infection quantification: patients, studies, series, uploads and analyses.",
     "VERSION": "0.1.0",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],  # a hospital's API is not public
+    # One schema name per choice class (several models share them).
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "analysis.choices.RunStatus",
+        "SeriesStatusEnum": "patients.choices.SeriesStatus",
+        "RegionEnum": "analysis.choices.Region",
+    },
 }
 
 # Celery. The laptop default is kombu's filesystem transport: web and worker exchange messages
@@ -217,10 +248,27 @@ CELERY_ANALYSIS_QUEUE = env_str("CELERY_ANALYSIS_QUEUE", "celery")
 # Where the trained weights live (committed with the code); a deployment may point elsewhere.
 MODEL_DIR = Path(env_str("MODEL_DIR", str(BASE_DIR / "analysis" / "nets" / "weights")))
 
+# Transport and browser security. Production (DEBUG off) defaults to HTTPS only; behind a TLS-terminating
+# proxy set SECURE_PROXY_SSL_HEADER=true so Django knows the original request was HTTPS.
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # pages send the token from the form, never read the cookie
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# A shared ward computer: sessions end after a working day and when the browser closes.
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]  # load balancers probe over plain HTTP
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)  # the header alone enrols nothing
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
 LOGGING = {

@@ -10,8 +10,9 @@ import json
 
 import plotly.graph_objects as go
 
-from analysis.choices import RunStatus
 from analysis.models import AnalysisRun
+from analysis.pipeline.corona import relative_score
+from analysis.study_runs import study_runs
 
 GGO_COLOUR = "#e0a526"
 CONSOLIDATION_COLOUR = "#c2410c"
@@ -90,65 +91,158 @@ def slice_profile(run: AnalysisRun) -> dict | None:
     return json.loads(figure.to_json())  # plain JSON types, ready for json_script
 
 
-def _study_run(study) -> tuple[AnalysisRun, object] | None:
-    """The succeeded run that stands for a study: the one of its thinnest series (the most detailed scan)."""
-    best = None
-    for series in study.series.all():
-        run = getattr(series, "latest_run", None)
-        if run is None or run.status != RunStatus.SUCCEEDED or run.poi is None:
-            continue
-        key = (series.slice_thickness or float("inf"), -series.slice_count)
-        if best is None or key < best[0]:
-            best = (key, run, series)
-    return None if best is None else (best[1], best[2])
+REPORT_COLOURS = {"progression": "#c2410c", "regression": "#1d7a46", "stable": "#64748b", "partial": "#7c3aed"}
+CORONA_COLOUR = "#1f6fb2"
+
+
+def _report_of(study) -> object | None:
+    """The newest report of a study whose reports were prefetched newest first (None without one)."""
+    reports = list(study.reports.all())
+    return reports[0] if reports else None
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def poi_timeline(patient) -> dict | None:
-    """POI (%) and iHU per dated study of a patient whose studies/series/runs were prefetched by
-    `frontend.queries.patient_detail`; None unless at least two dated studies have a result."""
-    points = []
-    for study in patient.studies.all():
-        chosen = _study_run(study)
-        if chosen is not None and study.study_date is not None:
-            run, series = chosen
-            points.append((study.study_date.isoformat(), run.poi * 100, run.ihu, series.description))
+    """POI (%), iHU, corona score and relative corona score per dated study of a patient, with each report's
+    label and phrase as an annotated marker; the study's run is `analysis.study_runs`' choice.
+
+    The patient comes from `frontend.queries.patient_detail` (studies, reports and `study_runs` loaded),
+    so no query is needed. None unless at least two dated studies have a result. The relative corona score
+    is each score over the first plotted one.
+    """
+    studies = [s for s in patient.studies.all() if s.study_date is not None]
+    runs = getattr(patient, "study_runs", None)
+    if runs is None:
+        runs = study_runs([s.pk for s in studies])
+    points = sorted(
+        ((s.study_date.isoformat(), s.pk, s, runs[s.pk]) for s in studies if s.pk in runs), key=lambda p: p[:2]
+    )
     if len(points) < 2:
         return None  # one point is no course; the study table already shows it
-    points.sort()
     dates = [p[0] for p in points]
-    figure = go.Figure(
-        [
+    poi = [p[3].poi * 100 for p in points]
+    corona = [p[3].corona_score_ml for p in points]
+    first = next((c for c in corona if c is not None), None)
+    relative = [None if c is None else relative_score(c, first) for c in corona]
+    has_corona = any(c is not None for c in corona)
+    traces = [
+        go.Scatter(
+            x=dates,
+            y=poi,
+            name="POI (%)",
+            mode="lines+markers",
+            line={"color": CONSOLIDATION_COLOUR, "width": 2},
+            marker={"size": 8},
+            customdata=[p[3].series.description for p in points],
+            hovertemplate="%{x}<br>POI %{y:.1f} %<br>%{customdata}<extra></extra>",
+        ),
+        go.Scatter(
+            x=dates,
+            y=[p[3].ihu for p in points],
+            name="iHU",
+            mode="lines+markers",
+            yaxis="y2",
+            line={"color": LUNG_COLOUR, "width": 1.5, "dash": "dot"},
+            marker={"size": 6},
+            hovertemplate="%{x}<br>iHU %{y:.0f}<extra></extra>",
+        ),
+    ]
+    if has_corona:
+        traces += [
             go.Scatter(
                 x=dates,
-                y=[p[1] for p in points],
-                name="POI (%)",
+                y=corona,
+                name="Corona score (mL)",
                 mode="lines+markers",
-                line={"color": CONSOLIDATION_COLOUR, "width": 2},
-                marker={"size": 8},
-                customdata=[p[3] for p in points],
-                hovertemplate="%{x}<br>POI %{y:.1f} %<br>%{customdata}<extra></extra>",
+                yaxis="y3",
+                line={"color": CORONA_COLOUR, "width": 2},
+                marker={"size": 7},
+                hovertemplate="%{x}<br>Corona score %{y:.1f} mL<extra></extra>",
             ),
             go.Scatter(
                 x=dates,
-                y=[p[2] for p in points],
-                name="iHU",
+                y=relative,
+                name="Relative corona score",
                 mode="lines+markers",
-                yaxis="y2",
-                line={"color": LUNG_COLOUR, "width": 1.5, "dash": "dot"},
+                yaxis="y4",
+                line={"color": PROBABILITY_COLOUR, "width": 1.5, "dash": "dot"},
                 marker={"size": 6},
-                hovertemplate="%{x}<br>iHU %{y:.0f}<extra></extra>",
+                hovertemplate="%{x}<br>Relative corona score %{y:.2f}<extra></extra>",
             ),
         ]
-    )
+    annotations = []
+    marked = [(p, value, _report_of(p[2])) for p, value in zip(points, poi, strict=True)]
+    marked = [(p, value, report) for p, value, report in marked if report is not None and report.label]
+    if marked:
+        traces.append(
+            go.Scatter(
+                x=[p[0] for p, _, _ in marked],
+                y=[value for _, value, _ in marked],
+                name="Report phrase",
+                mode="markers",
+                marker={
+                    "symbol": "diamond",
+                    "size": 13,
+                    "color": [REPORT_COLOURS.get(r.label, LUNG_COLOUR) for _, _, r in marked],
+                    "line": {"width": 1.5, "color": "#ffffff"},
+                },
+                customdata=[[r.get_label_display(), r.phrase] for _, _, r in marked],
+                hovertemplate="%{x}<br>Report: %{customdata[0]}<br>“%{customdata[1]}”<extra></extra>",
+            )
+        )
+        for p, value, report in marked:
+            text = report.get_label_display()
+            if report.phrase:
+                text += f": “{_short(report.phrase)}”"
+            annotations.append(
+                {
+                    "x": p[0],
+                    "y": value,
+                    "xref": "x",
+                    "yref": "y",
+                    "text": text,
+                    "showarrow": True,
+                    "arrowhead": 0,
+                    "ax": 0,
+                    "ay": -28,
+                    "font": {"size": 11, "color": REPORT_COLOURS.get(report.label, LUNG_COLOUR)},
+                    "bgcolor": "#ffffffd9",
+                }
+            )
+    top = [0.45, 1.0] if has_corona else [0.0, 1.0]
+    figure = go.Figure(traces)
     figure.update_layout(
-        height=260,
-        margin={"l": 60, "r": 60, "t": 10, "b": 40},
+        height=440 if has_corona else 280,
+        margin={"l": 60, "r": 60, "t": 30, "b": 40},
         template="plotly_white",
         font={"family": "system-ui, sans-serif", "size": 12, "color": "#1b2633"},
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "traceorder": "normal"},
+        legend={"orientation": "h", "y": 1.08, "yanchor": "bottom", "x": 0, "traceorder": "normal"},
         xaxis={"title": {"text": "Study date"}, "type": "date", "tickformat": "%d %b %Y", "gridcolor": "#e5e9ee"},
-        yaxis={"title": {"text": "POI (%)"}, "rangemode": "tozero", "gridcolor": "#e5e9ee"},
-        yaxis2={"title": {"text": "iHU"}, "overlaying": "y", "side": "right", "showgrid": False, "tickformat": ".0f"},
+        yaxis={"title": {"text": "POI (%)"}, "rangemode": "tozero", "gridcolor": "#e5e9ee", "domain": top},
+        yaxis2={
+            "title": {"text": "iHU"},
+            "overlaying": "y",
+            "side": "right",
+            "showgrid": False,
+            "tickformat": ".0f",
+        },
         hovermode="closest",
+        annotations=annotations,
     )
+    if has_corona:
+        figure.update_layout(
+            # The shared date axis sits under the lower panel.
+            xaxis={"anchor": "y3"},
+            yaxis3={"title": {"text": "Corona (mL)"}, "domain": [0.0, 0.32], "rangemode": "tozero", "anchor": "x"},
+            yaxis4={
+                "title": {"text": "Relative"},
+                "overlaying": "y3",
+                "side": "right",
+                "showgrid": False,
+                "rangemode": "tozero",
+            },
+        )
     return json.loads(figure.to_json())

@@ -52,11 +52,29 @@ class UploadForm(forms.Form):
 
 
 class TeamSettingsForm(forms.ModelForm):
-    """What a team admin may change about the team."""
+    """What a team admin may change about the team.
+
+    A post without one of the progression tolerances keeps its current value (forms that show only
+    the other settings stay valid).
+    """
+
+    KEEP_WHEN_ABSENT = ("poi_tolerance_pp", "ihu_tolerance_hu", "corona_tolerance")
+
+    def __init__(self, data=None, *args, **kwargs):
+        instance = kwargs.get("instance")
+        if data is not None and instance is not None:
+            data = data.copy()
+            for name in self.KEEP_WHEN_ABSENT:
+                if name not in data:
+                    data[name] = getattr(instance, name)
+        super().__init__(data, *args, **kwargs)
 
     class Meta:
         model = Team
-        fields = ["suspected_ratio_threshold"]
+        fields = ["suspected_ratio_threshold", "poi_tolerance_pp", "ihu_tolerance_hu", "corona_tolerance"]
         labels = {
-            "suspected_ratio_threshold": "Flag a scan as suspected when this share of its lung slices is abnormal"
+            "suspected_ratio_threshold": "Flag a scan as suspected when this share of its lung slices is abnormal",
+            "poi_tolerance_pp": "Stable when POI changes by at most (percentage points)",
+            "ihu_tolerance_hu": "Stable when iHU changes by at most (HU)",
+            "corona_tolerance": "Stable when the corona score changes by at most (share of the earlier score)",
         }

@@ -15,29 +15,31 @@ from django.shortcuts import get_object_or_404
 from analysis.choices import Region, RunStatus
 from analysis.models import AnalysisRun, Opacity, RegionMeasurement
 from analysis.runs import is_stale
+from analysis.study_runs import study_runs
 from patients.choices import ADMIN_ROLES, WRITE_ROLES
-from patients.models import Membership, Patient, Series, Study, Team, Upload, teams_of
+from patients.models import Cohort, Membership, Patient, RadiologyReport, Series, Study, Team, Upload, teams_of
 
 # Display order of the regions on the results table: both lungs, each lung, then the six zones.
 REGION_ORDER: tuple[str, ...] = tuple(Region.values)
 ZONE_REGIONS: tuple[str, ...] = REGION_ORDER[3:]
 
 
-def patient_list(user, search: str = "") -> QuerySet[Patient]:
-    """The user's teams' patients with study count, latest study date and latest POI, in one query.
+def patient_list(user, search: str = "", cohort: Cohort | None = None) -> QuerySet[Patient]:
+    """The user's teams' patients with study count, latest study date, and the latest POI, CT severity score
+    and positive-slice ratio, in one query; optionally only those of one cohort.
 
-    The latest POI is that of the latest dated study with a succeeded analysis, taken from its thinnest
-    analysed series (as on the patient page's course), then the most recently finished run.
+    The latest values are those of the latest dated study with a succeeded analysis, taken from its
+    thinnest analysed series (as on the patient page's course, `analysis.study_runs`), then the one with
+    the most slices, then the most recently finished run.
     """
-    latest_run = (
-        AnalysisRun.objects.filter(series__study__patient=OuterRef("pk"), status=RunStatus.SUCCEEDED)
-        .order_by(
-            F("series__study__study_date").desc(nulls_last=True),
-            F("series__slice_thickness").asc(nulls_last=True),
-            "-finished",
-            "-id",
-        )
-        .values("poi")[:1]
+    latest_run = AnalysisRun.objects.filter(
+        series__study__patient=OuterRef("pk"), status=RunStatus.SUCCEEDED, poi__isnull=False
+    ).order_by(
+        F("series__study__study_date").desc(nulls_last=True),
+        F("series__slice_thickness").asc(nulls_last=True),
+        F("series__slice_count").desc(),
+        F("finished").desc(nulls_last=True),
+        "-id",
     )
     patients = (
         Patient.objects.for_user(user)
@@ -45,13 +47,48 @@ def patient_list(user, search: str = "") -> QuerySet[Patient]:
         .annotate(
             study_count=Count("studies", distinct=True),
             latest_study_date=Max("studies__study_date"),
-            latest_poi=Subquery(latest_run),
+            latest_poi=Subquery(latest_run.values("poi")[:1]),
+            latest_severity=Subquery(latest_run.values("ct_severity_score")[:1]),
+            latest_positive_ratio=Subquery(latest_run.values("positive_ratio")[:1]),
         )
         .order_by("identifier", "team__name")
     )
     search = search.strip()
     if search:
         patients = patients.filter(identifier__icontains=search)
+    if cohort is not None:
+        patients = patients.filter(cohorts=cohort)
+    return patients
+
+
+def list_cohorts(user) -> list[Cohort]:
+    """The cohorts of the user's teams, for the patient list's filter."""
+    return list(Cohort.objects.for_user(user).select_related("team").order_by("team__name", "name"))
+
+
+def list_cohort(user, cohort_id: str) -> Cohort | None:
+    """The cohort named by the list's filter: None when not given, 404 when not one of the user's teams'."""
+    if not cohort_id:
+        return None
+    if not cohort_id.isdigit():
+        raise Http404("No such cohort.")
+    return get_object_or_404(Cohort.objects.for_user(user), pk=int(cohort_id))
+
+
+def add_list_extras(patients: list[Patient]) -> list[Patient]:
+    """Give each patient of one list page its POI course (`poi_course`, oldest first, for the sparkline) and
+    whether its latest scan is flagged suspected (`suspected`, the rule of analysis.runs.is_suspected), in
+    one query for the whole page."""
+    ids = [p.pk for p in patients]
+    studies = Study.objects.filter(patient_id__in=ids, study_date__isnull=False).values("id")
+    courses: dict[int, list[tuple]] = {pk: [] for pk in ids}
+    for run in study_runs(studies).values():
+        study = run.series.study
+        courses[study.patient_id].append((study.study_date, study.pk, run.poi))
+    for patient in patients:
+        patient.poi_course = [poi for _, _, poi in sorted(courses[patient.pk])]
+        ratio = patient.latest_positive_ratio
+        patient.suspected = None if ratio is None else ratio >= patient.team.suspected_ratio_threshold
     return patients
 
 
@@ -75,9 +112,13 @@ def latest_run(series: Series) -> AnalysisRun | None:
 
 
 def patient_detail(user, patient_id: int) -> Patient:
-    """One of the user's patients with studies, their series and each series' runs prefetched; else 404."""
+    """One of the user's patients with studies, their series, each series' runs and each study's reports
+    (newest first) prefetched, and `study_runs` {study id: its run}; else 404."""
     series = Series.objects.order_by("series_number", "id").prefetch_related(_runs_newest_first())
-    studies = Study.objects.order_by("-study_date", "-id").prefetch_related(Prefetch("series", queryset=series))
+    reports = RadiologyReport.objects.select_related("created_by").order_by("-created", "-id")
+    studies = Study.objects.order_by("-study_date", "-id").prefetch_related(
+        Prefetch("series", queryset=series), Prefetch("reports", queryset=reports)
+    )
     patient = get_object_or_404(
         Patient.objects.for_user(user).select_related("team").prefetch_related(Prefetch("studies", queryset=studies)),
         pk=patient_id,
@@ -85,6 +126,8 @@ def patient_detail(user, patient_id: int) -> Patient:
     for study in patient.studies.all():
         for one in study.series.all():
             one.latest_run = latest_run(one)
+    # The run that stands for each study (timeline, consecutive changes), in one query.
+    patient.study_runs = study_runs([study.pk for study in patient.studies.all()])
     return patient
 
 

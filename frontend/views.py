@@ -18,8 +18,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from analysis.choices import RunStatus
+from analysis.progression import patient_changes
 from analysis.runs import NotRetryable, is_suspected, relative_corona_score
 from analysis.runs import retry_run as retry
+from analysis.severity import severity_of_run
+from audit.choices import AuditAction
+from audit.log import record
 
 from . import figures, queries
 from .forms import TeamSettingsForm, UploadForm
@@ -32,18 +36,24 @@ PATIENTS_PER_PAGE = 50
 @require_GET
 def patient_list(request: HttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")[:64]
-    page = Paginator(queries.patient_list(request.user, search), PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "frontend/patient_list.html", {"page": page, "search": search.strip()})
+    cohort = queries.list_cohort(request.user, request.GET.get("cohort", "").strip())
+    patients = queries.patient_list(request.user, search, cohort)
+    page = Paginator(patients, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
+    queries.add_list_extras(page.object_list)
+    context = {"page": page, "search": search.strip(), "cohort": cohort, "cohorts": queries.list_cohorts(request.user)}
+    return render(request, "frontend/patient_list.html", context)
 
 
 @login_required
 @require_GET
 def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = queries.patient_detail(request.user, patient_id)
+    record(request, AuditAction.VIEW, patient)
     context = {
         "patient": patient,
         "can_write": queries.can_write(request.user, patient.team_id),
         "timeline": figures.poi_timeline(patient),
+        "changes": patient_changes(patient),
     }
     return render(request, "frontend/patient_detail.html", context)
 
@@ -52,6 +62,7 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
 @require_GET
 def series_detail(request: HttpRequest, series_id: int) -> HttpResponse:
     series = queries.series_detail(request.user, series_id)
+    record(request, AuditAction.VIEW, series)
     run = series.latest_run
     succeeded = run is not None and run.status == RunStatus.SUCCEEDED
     context = {
@@ -64,7 +75,9 @@ def series_detail(request: HttpRequest, series_id: int) -> HttpResponse:
         "slice_profile": figures.slice_profile(run) if succeeded else None,
         "relative_corona": relative_corona_score(run) if succeeded else None,
         "suspected": is_suspected(run) if succeeded else None,
+        "severity": severity_of_run(run) if succeeded else None,
         "can_write": queries.can_write(request.user, series.study.patient.team_id),
+        "pacs_configured": bool(settings.PACS_HOST),
     }
     return render(request, "frontend/series_detail.html", context)
 
@@ -87,6 +100,7 @@ def retry_run(request: HttpRequest, run_id: int) -> HttpResponse:
     except NotRetryable as exc:
         messages.warning(request, f"Analysis of “{run.series}” was not retried: {exc}.")
     else:
+        record(request, AuditAction.CHANGE, run, summary="analysis retried")
         messages.success(request, f"Analysis of “{run.series}” queued again.")
     fallback = reverse("series-detail", args=[run.series_id])
     target = request.POST.get("next", "")
@@ -131,6 +145,8 @@ def upload(request: HttpRequest) -> HttpResponse:
         channel="browser",
         patient_identifier=form.cleaned_data["patient_identifier"] or None,
     )
+    summary = f"{result.accepted_count} files accepted, {result.refused_count} refused"
+    record(request, AuditAction.UPLOAD, result, summary=summary)
     url = reverse("upload-detail", args=[result.pk])
     if _wants_json(request):
         return JsonResponse({"upload_id": result.pk, "url": url}, status=201)
@@ -158,6 +174,8 @@ def team_settings(request: HttpRequest, slug: str) -> HttpResponse:
     form = TeamSettingsForm(request.POST or None, instance=team)
     if request.method == "POST" and form.is_valid():
         form.save()
+        changed = ", ".join(f"{name}={form.cleaned_data[name]}" for name in form.changed_data)
+        record(request, AuditAction.CHANGE, team, team=team, summary=f"team settings: {changed or 'no change'}")
         messages.success(request, f"Settings of {team.name} saved.")
         return redirect("team-settings", slug=team.slug)
     return render(request, "frontend/team_settings.html", {"team": team, "form": form})

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Cohort, Instance, Membership, Patient, Series, Study, Team, Upload
+from .models import Cohort, Instance, Membership, Patient, RadiologyReport, ReportPhrase, Series, Study, Team, Upload
 
 
 class MembershipInline(admin.TabularInline):
@@ -38,3 +38,16 @@ class SeriesAdmin(admin.ModelAdmin):
 admin.site.register(Instance)
 admin.site.register(Cohort)
 admin.site.register(Upload)
+
+
+@admin.register(RadiologyReport)
+class RadiologyReportAdmin(admin.ModelAdmin):
+    list_display = ("study", "label", "phrase", "source", "created_by", "created")
+    list_filter = ("label", "source", "study__patient__team")
+    search_fields = ("study__patient__identifier", "study__accession_number", "text")
+
+
+@admin.register(ReportPhrase)
+class ReportPhraseAdmin(admin.ModelAdmin):
+    list_display = ("phrase", "language", "label", "team")
+    list_filter = ("team", "language", "label")

@@ -16,6 +16,9 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from audit.api import AuditedRetrieveMixin
+from audit.choices import AuditAction
+from audit.log import record
 from covidsite.api import router
 
 from .choices import WRITE_ROLES
@@ -41,7 +44,7 @@ def _id_param(request: Request, name: str) -> int | None:
         raise ValidationError({name: [f"must be an integer id, got {raw!r}"]}) from None
 
 
-class PatientViewSet(viewsets.ReadOnlyModelViewSet):
+class PatientViewSet(AuditedRetrieveMixin, viewsets.ReadOnlyModelViewSet):
     """Patients of the user's teams; `?search=` matches the identifier."""
 
     serializer_class = PatientSerializer
@@ -53,7 +56,7 @@ class PatientViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(parameters=[OpenApiParameter("patient", int, description="patient id")]))
-class StudyViewSet(viewsets.ReadOnlyModelViewSet):
+class StudyViewSet(AuditedRetrieveMixin, viewsets.ReadOnlyModelViewSet):
     """Studies of the user's teams, optionally of one patient (`?patient=<id>`)."""
 
     serializer_class = StudySerializer
@@ -67,7 +70,7 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(parameters=[OpenApiParameter("study", int, description="study id")]))
-class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
+class SeriesViewSet(AuditedRetrieveMixin, viewsets.ReadOnlyModelViewSet):
     """Series of the user's teams, optionally of one study (`?study=<id>`)."""
 
     serializer_class = SeriesSerializer
@@ -129,6 +132,8 @@ class UploadViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.L
             channel="api",
             patient_identifier=form.validated_data.get("patient_identifier") or None,
         )
+        summary = f"{upload.accepted_count} files accepted, {upload.refused_count} refused"
+        record(request, AuditAction.UPLOAD, upload, summary=summary)
         return Response(UploadSerializer(upload).data, status=status.HTTP_201_CREATED)
 
 

@@ -20,6 +20,7 @@ NIfTI volumes (.nii/.nii.gz) carry no patient, so they are accepted only for a n
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -36,7 +37,7 @@ import numpy as np
 import pydicom
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
@@ -254,6 +255,14 @@ class _Session:
         folder = self.staging / f"u{number:06d}"
         folder.mkdir()
         destination = folder / (Path(uploaded.name or "file").name[:200] or "file")
+        if hasattr(uploaded, "temporary_file_path"):
+            # Django already streamed it to a temporary file: on the same file system, move it instead
+            # of writing it again (Django's clean-up accepts a temporary file that was moved away).
+            try:
+                os.replace(uploaded.temporary_file_path(), destination)
+                return destination
+            except OSError:
+                pass  # another file system: copy below
         with open(destination, "wb") as out:
             for chunk in uploaded.chunks(CHUNK):
                 out.write(chunk)
@@ -457,6 +466,8 @@ class _Session:
                     group, existing, geometry, index_of, new, new_files, identifier, sex, birth_year
                 )
         except (OSError, DatabaseError, NotIngestable) as exc:
+            if isinstance(exc, DatabaseError):
+                _drop_dead_connection()
             _remove_unreferenced(written)
             logger.warning("%s could not be stored: %s", label, exc)
             if isinstance(exc, NotIngestable):
@@ -464,7 +475,7 @@ class _Session:
             elif isinstance(exc, IntegrityError):
                 reason = "another upload stored this series at the same moment; upload again to add what is missing"
             else:
-                reason = f"could not be stored ({exc}); nothing was kept"
+                reason = _storage_failure(exc)
             self._refuse_files(group.files, f"{label}: {reason}")
             return
         self.accepted += len(group.files)
@@ -618,11 +629,10 @@ class _Session:
                 series.save()
                 transaction.on_commit(_announce(series))
         except (OSError, DatabaseError) as exc:
-            if not Series.objects.filter(
-                volume_file=destination.relative_to(Path(settings.MEDIA_ROOT)).as_posix()
-            ).exists():
-                destination.unlink(missing_ok=True)
-            self.refuse(candidate.name, f"could not be stored ({exc}); nothing was kept")
+            if isinstance(exc, DatabaseError):
+                _drop_dead_connection()
+            _remove_unreferenced_volume(destination)
+            self.refuse(candidate.name, _storage_failure(exc))
             return
         self.accepted += 1
         self.series_report.append(_series_entry(series, created=True, added=0))
@@ -644,6 +654,8 @@ def _read_dicom(candidate: _Candidate) -> _DicomFile | None:
             remaining = os.fstat(handle.fileno()).st_size - start
     except InvalidDicomError as exc:
         raise NotIngestable("not a DICOM file") from exc
+    except OSError as exc:  # permissions, a failing disk, a file removed while being read: not the file's content
+        raise NotIngestable(f"cannot be read: {exc.strerror or exc}") from exc
     except Exception as exc:  # pydicom raises many types (struct.error, EOFError, ...) for damaged files
         raise NotIngestable(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     header.filename = candidate.name  # messages from the geometry check name the file as the user knows it
@@ -849,6 +861,43 @@ def _remove_unreferenced(paths: Iterable[Path]) -> None:
             referenced = False  # the database is unreachable: nothing can point at the file
         if not referenced:
             path.unlink(missing_ok=True)
+
+
+def _remove_unreferenced_volume(path: Path) -> None:
+    """Remove a NIfTI file written for a series whose row failed, unless a row points at it."""
+    try:
+        referenced = Series.objects.filter(volume_file=path.relative_to(Path(settings.MEDIA_ROOT)).as_posix()).exists()
+    except DatabaseError:
+        referenced = False  # the database is unreachable: nothing can point at the file
+    if not referenced:
+        path.unlink(missing_ok=True)
+
+
+def _drop_dead_connection() -> None:
+    """After a database error, close the connection if it is dead (server restarted, connection killed).
+
+    The next query then opens a fresh one, so the rest of the upload (other series, the Upload row)
+    is stored once the server is back, instead of failing on a connection that can never work again.
+    Inside an outer transaction nothing can be done: that transaction is lost either way.
+    """
+    if connection.in_atomic_block or connection.connection is None:
+        return
+    if not connection.is_usable():
+        connection.close()
+
+
+def _storage_failure(exc: OSError | DatabaseError) -> str:
+    """The reason shown for a series (or volume) whose files or rows could not be stored."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "could not be stored: the server's disk is full; nothing was kept, upload again once space is freed"
+    if isinstance(exc, OperationalError):
+        return (
+            f"could not be stored: the connection to the database was lost ({str(exc).strip()}); "
+            "nothing was kept, upload again"
+        )
+    if isinstance(exc, OSError):
+        return f"could not be stored ({exc.strerror or exc}); nothing was kept"
+    return f"could not be stored ({exc}); nothing was kept"
 
 
 def _series_folder(team: Team, group: _SeriesGroup) -> Path:

@@ -10,11 +10,18 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from .choices import Role, SeriesSource, SeriesStatus, Sex
+from .choices import PhraseLabel, ReportLabel, ReportSource, Role, SeriesSource, SeriesStatus, Sex
 
 # Default share of abnormal slices that flags a scan: half way between the highest share on the normal
 # COVID-CT-MD scans (0.24, normal001 at 2 mm) and the lowest on the pneumonia ones (0.29, P001 at 10 mm).
 SUSPECTED_RATIO_THRESHOLD = 0.27
+
+# Default tolerances under which a change between two consecutive scans counts as stable. They are
+# starting points a team admin tunes: one percentage point of POI and 10 HU of iHU are about the spread
+# of repeated measurements of one scan reconstructed differently; the corona score is compared relatively.
+POI_TOLERANCE_PP = 1.0
+IHU_TOLERANCE_HU = 10.0
+CORONA_TOLERANCE = 0.10
 
 
 class Team(models.Model):
@@ -27,6 +34,21 @@ class Team(models.Model):
         default=SUSPECTED_RATIO_THRESHOLD,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="a scan is flagged 'suspected' when this share of its lung slices is called abnormal",
+    )
+    poi_tolerance_pp = models.FloatField(
+        default=POI_TOLERANCE_PP,
+        validators=[MinValueValidator(0.0), MaxValueValidator(100.0)],
+        help_text="a POI change within this many percentage points between consecutive scans is stable",
+    )
+    ihu_tolerance_hu = models.FloatField(
+        default=IHU_TOLERANCE_HU,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1000.0)],
+        help_text="an iHU change within this many HU between consecutive scans is stable",
+    )
+    corona_tolerance = models.FloatField(
+        default=CORONA_TOLERANCE,
+        validators=[MinValueValidator(0.0), MaxValueValidator(10.0)],
+        help_text="a corona score change within this share of the earlier score is stable (0.1 = 10 %)",
     )
 
     class Meta:
@@ -251,3 +273,67 @@ class Upload(models.Model):
 
     def __str__(self) -> str:
         return f"upload {self.pk} by {self.user} ({self.accepted_count} accepted, {self.refused_count} refused)"
+
+
+class RadiologyReportQuerySet(TeamScopedQuerySet):
+    team_path = "study__patient__team"
+
+
+class RadiologyReport(models.Model):
+    """A radiology report of one study and the change it describes (extracted by patients.reports).
+
+    `content_hash` is the SHA-256 of the text with its white space collapsed: the same text imported
+    again for the same study is recognised and not stored twice.
+    """
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="reports")
+    text = models.TextField()
+    language = models.CharField(max_length=8, default="en")
+    report_date = models.DateField(null=True, blank=True)
+    source = models.CharField(max_length=8, choices=ReportSource.choices, default=ReportSource.MANUAL)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="reports"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    label = models.CharField(max_length=16, choices=ReportLabel.choices, blank=True, default=ReportLabel.NONE)
+    phrase = models.CharField(max_length=200, blank=True, help_text="the phrase that decided the label, as written")
+    span_start = models.PositiveIntegerField(null=True, blank=True)
+    span_end = models.PositiveIntegerField(null=True, blank=True)
+    content_hash = models.CharField(max_length=64)
+
+    objects = RadiologyReportQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["study", "content_hash"], name="unique_report_text_per_study")]
+        ordering = ["study", "-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"report of {self.study} ({self.get_label_display()})"
+
+
+class ReportPhraseQuerySet(TeamScopedQuerySet):
+    team_path = "team"
+
+
+class ReportPhrase(models.Model):
+    """A phrase of a team's report lexicon: it adds to, or overrides, the built-in phrases of its language."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="report_phrases")
+    language = models.CharField(max_length=8, default="en")
+    phrase = models.CharField(max_length=200, help_text="lower case; a cue that follows its phrase starts with '...'")
+    label = models.CharField(max_length=16, choices=PhraseLabel.choices)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    objects = ReportPhraseQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "language", "phrase"], name="unique_report_phrase_per_team")
+        ]
+        ordering = ["language", "phrase"]
+
+    def __str__(self) -> str:
+        return f"{self.phrase} ({self.language}): {self.label}"

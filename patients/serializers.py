@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from .models import Patient, Series, Study, Upload
+from .models import Patient, RadiologyReport, Series, Study, Upload
 
 
 class PatientSerializer(serializers.ModelSerializer):
@@ -82,3 +82,36 @@ class UploadRequestSerializer(serializers.Serializer):
     )
     team = serializers.SlugField(required=False, allow_blank=True, max_length=60)
     patient_identifier = serializers.CharField(required=False, allow_blank=True, max_length=64, trim_whitespace=True)
+
+
+class RadiologyReportSerializer(serializers.ModelSerializer):
+    """A report with the label, phrase and span the lexicon read from it (all read-only but study and text)."""
+
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = RadiologyReport
+        fields = [
+            "id",
+            "study",
+            "text",
+            "language",
+            "report_date",
+            "source",
+            "created_by",
+            "created",
+            "label",
+            "phrase",
+            "span_start",
+            "span_end",
+        ]
+        read_only_fields = ["id", "source", "created_by", "created", "label", "phrase", "span_start", "span_end"]
+
+
+class ReportImportRequestSerializer(serializers.Serializer):
+    """A CSV file of reports, the team (a slug; optional for a user of one team), and whether to only preview."""
+
+    file = serializers.FileField(use_url=False)
+    team = serializers.SlugField(required=False, allow_blank=True, max_length=60)
+    language = serializers.RegexField(r"^[A-Za-z-]{1,8}$", required=False, default="en")
+    dry_run = serializers.BooleanField(required=False, default=False)

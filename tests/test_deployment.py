@@ -49,3 +49,13 @@ def test_ci_script_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "./dev test" in readme
     assert ci.rstrip().endswith("exec ./dev test")
+
+
+def test_the_image_copies_every_app_the_settings_install():
+    from django.conf import settings
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    ours = [app for app in settings.INSTALLED_APPS if (ROOT / app).is_dir()]
+    missing = [app for app in ours if f"COPY {app} {app}" not in dockerfile]
+    assert ours, "no project apps found"
+    assert missing == [], f"the Dockerfile does not copy {missing}: the image would fail to start"

@@ -152,7 +152,8 @@ def test_listing_runs_costs_the_same_queries_for_two_or_twelve_runs(clinician, t
     client = api(clinician)
     for _ in range(2):
         make_run(team_a)
-    with django_assert_num_queries(4) as two:  # count, runs (with series), regions, opacities
+    # count, runs (with series), regions, opacities, and the team's active severity model (once per team)
+    with django_assert_num_queries(5) as two:
         assert len(client.get("/api/analyses/").json()["results"]) == 2
     for _ in range(10):
         make_run(team_a, opacities=5)

@@ -118,8 +118,9 @@ def test_patient_list_pages_by_fifty_without_n_plus_one(as_user, clinician, team
         series = make_series(make_study(patient, date(2026, 1, 1 + number % 28)))
         make_run(series, poi=number / 1000)
     client = as_user(clinician)
-    # session, user, count, page rows (annotated), header memberships: independent of the number of patients.
-    with django_assert_max_num_queries(6):
+    # session, user, cohorts for the filter, count, page rows (annotated), the page's runs (sparklines),
+    # header memberships: independent of the number of patients.
+    with django_assert_max_num_queries(7):
         response = client.get(reverse("patient-list"))
     assert len(response.context["page"].object_list) == 50
     assert response.context["page"].paginator.num_pages == 3
@@ -171,8 +172,9 @@ def test_patient_page_queries_do_not_grow_with_studies_and_series(
         for number in range(3):
             make_run(make_series(study, description=f"S{number}"), poi=day / 100)
     client = as_user(clinician)
-    # session, user, patient, studies, series, runs, can_write, header memberships.
-    with django_assert_max_num_queries(8):
+    # session, user, patient, studies, series, runs, reports, the run of each study, audit event, can_write,
+    # header memberships.
+    with django_assert_max_num_queries(11):
         response = client.get(reverse("patient-detail", args=[patient.pk]))
     assert response.content.decode().count('class="series-row"') == 24
 

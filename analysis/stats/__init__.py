@@ -1,0 +1,1 @@
+"""Pure statistics (no Django): severity models and agreement between readers."""
