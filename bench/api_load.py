@@ -5,7 +5,8 @@
 
 Starts its own set-up and stops it at the end: a PostgreSQL database it creates (covidsite_bench on
 127.0.0.1:5432, user postgres; dropped afterwards), Redis on 127.0.0.1:6379 as the broker (a private
-queue, deleted afterwards), gunicorn on a free loopback port. Seeds one team with a few hundred
+queue, deleted afterwards), gunicorn on a free loopback port (sync workers, as docker-compose runs
+it). Seeds one team with a few hundred
 patients (a CT study each, a finished analysis with its region measurements and opacities) and a few
 series stored through ingest so image frames are real files. Then runs locust headless against
 loopback only, for a bounded time per user count (bench/locustfile.py says what a user does), and
@@ -188,8 +189,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--seconds", type=int, default=30, help="locust run time per user count")
     parser.add_argument("--patients", type=int, default=300)
-    parser.add_argument("--workers", type=int, default=5, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
+    parser.add_argument("--workers", type=int, default=5, help="gunicorn worker processes (2 x cores + 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads per gunicorn worker (1: sync workers, as docker-compose runs)"
+    )
     parser.add_argument("--think", type=float, default=1.0, help="mean seconds a user waits between requests")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="a covidsite_bench* database to create")
     parser.add_argument("--locust", help="path of the locust executable")
@@ -237,6 +240,8 @@ def main() -> None:
                 },
                 "notes": notes,
             }
+            if any(run["error_messages"] for run in runs.values()):
+                result["server_log_tail"] = site.log("gunicorn")[-2000:]
     finally:
         if broker:
             import redis

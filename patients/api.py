@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import filters, mixins, status, viewsets
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,9 +21,9 @@ from audit.choices import AuditAction
 from audit.log import record
 from covidsite.api import router
 
-from .choices import WRITE_ROLES
 from .ingest import ingest_uploaded_files
-from .models import Patient, Series, Study, Team, Upload, teams_of
+from .models import Patient, Series, Study, Upload
+from .permissions import writable_team
 from .serializers import (
     PatientSerializer,
     SeriesSerializer,
@@ -83,27 +83,6 @@ class SeriesViewSet(AuditedRetrieveMixin, viewsets.ReadOnlyModelViewSet):
         return queryset.order_by("study_id", "series_number", "id")
 
 
-def upload_team(user, slug: str | None) -> Team:
-    """The team an upload goes to: the named one, or the user's only team. Raises 400/403/404 as fitting."""
-    teams = teams_of(user)
-    if slug:
-        team = teams.filter(slug=slug).first()
-        if team is None:
-            raise NotFound(f"no team {slug!r} among yours")
-    else:
-        mine = list(teams.order_by("slug")[:10])
-        if not mine:
-            raise PermissionDenied("you are not a member of any team")
-        if len(mine) > 1:
-            raise ValidationError(
-                {"team": [f"you belong to several teams ({', '.join(t.slug for t in mine)}); name one"]}
-            )
-        team = mine[0]
-    if not teams_of(user, WRITE_ROLES).filter(pk=team.pk).exists():
-        raise PermissionDenied(f"only clinicians and admins of {team.slug} may upload scans")
-    return team
-
-
 class UploadViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """`POST /api/uploads/` (multipart: files, team, patient_identifier) ingests; GET shows the outcome."""
 
@@ -124,7 +103,7 @@ class UploadViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.L
     def create(self, request: Request, *args, **kwargs) -> Response:
         form = UploadRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        team = upload_team(request.user, form.validated_data.get("team") or None)
+        team = writable_team(request.user, form.validated_data.get("team") or None, action="upload scans")
         upload = ingest_uploaded_files(
             team,
             form.validated_data["files"],

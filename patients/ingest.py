@@ -202,7 +202,13 @@ def ingest_uploaded_files(
                     session.file_count += 1
                     session.refuse(name, _too_large(uploaded.size, limits))
                     continue
-                session.add(_Candidate(name, session.stage(uploaded, number), staged=True))
+                try:
+                    staged = session.stage(uploaded, number)
+                except OSError as exc:  # a full disk while receiving: refuse the file, keep judging the rest
+                    session.file_count += 1
+                    session.refuse(name, _storage_failure(exc, done="received"))
+                    continue
+                session.add(_Candidate(name, staged, staged=True))
         return session.finish()
 
 
@@ -886,18 +892,18 @@ def _drop_dead_connection() -> None:
         connection.close()
 
 
-def _storage_failure(exc: OSError | DatabaseError) -> str:
-    """The reason shown for a series (or volume) whose files or rows could not be stored."""
+def _storage_failure(exc: OSError | DatabaseError, *, done: str = "stored") -> str:
+    """The reason shown for files that could not be received or stored (`done`) because of `exc`."""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return "could not be stored: the server's disk is full; nothing was kept, upload again once space is freed"
+        return f"could not be {done}: the server's disk is full; nothing was kept, upload again once space is freed"
     if isinstance(exc, OperationalError):
         return (
-            f"could not be stored: the connection to the database was lost ({str(exc).strip()}); "
+            f"could not be {done}: the connection to the database was lost ({str(exc).strip()}); "
             "nothing was kept, upload again"
         )
     if isinstance(exc, OSError):
-        return f"could not be stored ({exc.strerror or exc}); nothing was kept"
-    return f"could not be stored ({exc}); nothing was kept"
+        return f"could not be {done} ({exc.strerror or exc}); nothing was kept"
+    return f"could not be {done} ({exc}); nothing was kept"
 
 
 def _series_folder(team: Team, group: _SeriesGroup) -> Path:

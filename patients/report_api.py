@@ -20,7 +20,8 @@ from rest_framework.response import Response
 from covidsite.api import router
 
 from .choices import WRITE_ROLES, ReportSource
-from .models import RadiologyReport, Study, Team, teams_of
+from .models import RadiologyReport, Study
+from .permissions import writable_team, writes_anywhere
 from .radiology import save_report
 from .report_csv import MAX_BYTES, CsvError
 from .report_import import ImportOutcome, import_reports, preview
@@ -36,27 +37,6 @@ def _study_param(request: Request) -> int | None:
         return int(raw)
     except ValueError:
         raise ValidationError({"study": [f"must be an integer id, got {raw!r}"]}) from None
-
-
-def report_team(user, slug: str | None) -> Team:
-    """The team reports go to: the named one, or the user's only team; 404 / 400 / 403 as fitting."""
-    teams = teams_of(user)
-    if slug:
-        team = teams.filter(slug=slug).first()
-        if team is None:
-            raise NotFound(f"no team {slug!r} among yours")
-    else:
-        mine = list(teams.order_by("slug")[:10])
-        if not mine:
-            raise PermissionDenied("you are not a member of any team")
-        if len(mine) > 1:
-            raise ValidationError(
-                {"team": [f"you belong to several teams ({', '.join(t.slug for t in mine)}); name one"]}
-            )
-        team = mine[0]
-    if not teams_of(user, WRITE_ROLES).filter(pk=team.pk).exists():
-        raise PermissionDenied(f"only clinicians and admins of {team.slug} may add radiology reports")
-    return team
 
 
 def outcome_data(outcome: ImportOutcome) -> dict:
@@ -136,11 +116,11 @@ class RadiologyReportViewSet(
     )
     @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser, FormParser])
     def import_csv(self, request: Request) -> Response:
-        if not teams_of(request.user, WRITE_ROLES).exists():  # refuse before reading what was sent
+        if not writes_anywhere(request.user):  # refuse before reading what was sent
             raise PermissionDenied("only clinicians and team admins may add radiology reports")
         form = ReportImportRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        team = report_team(request.user, form.validated_data.get("team") or None)
+        team = writable_team(request.user, form.validated_data.get("team") or None, action="add radiology reports")
         upload = form.validated_data["file"]
         if upload.size > MAX_BYTES:
             raise ValidationError({"file": [f"larger than {MAX_BYTES // (1024 * 1024)} MB; split it"]})

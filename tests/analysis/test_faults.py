@@ -224,6 +224,22 @@ def test_the_resend_command_sends_what_waits_and_says_how_many(relay, team_a, tm
     assert queued_messages(settings.CELERY_ANALYSIS_QUEUE) == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_with_a_gpu_queue_configured_analyses_go_there_and_a_worker_on_it_runs_them(relay, team_a, tmp_path, settings):
+    settings.CELERY_ANALYSIS_QUEUE = gpu = f"gpu-{uuid.uuid4().hex[:8]}"
+    settings.MODEL_DIR = tmp_path / "no-weights"
+    _segmenters.cache_clear()
+
+    series = ingest_volume(team_a, tmp_path / "scan", small_phantom().volume, patient_id="PH-GPU")
+
+    assert (queued_messages(gpu), queued_messages("celery")) == (1, 0)
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=[gpu]):
+        run = wait_until_finished(AnalysisRun.objects.get(series=series).pk)
+    _segmenters.cache_clear()
+    assert (run.status, run.attempts) == (RunStatus.SUCCEEDED, 1), run.error
+    assert queued_messages(gpu) == 0
+
+
 # --- disk full -----------------------------------------------------------------------------------
 
 

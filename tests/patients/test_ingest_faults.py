@@ -189,6 +189,45 @@ def test_a_full_disk_while_staging_a_browser_upload_loses_nothing_stored_before(
     assert_only_stored(settings.MEDIA_ROOT, "SECOND", 6)
 
 
+def test_a_full_disk_while_receiving_an_upload_refuses_the_files_that_did_not_fit(
+    team_a, tmp_path, settings, monkeypatch
+):
+    paths = ct_series(tmp_path / "scan", patient_id="RECEIVED", slices=6)
+    real_open = open
+
+    class FullDisk:
+        """A file being written when the disk fills up: the first chunk does not fit."""
+
+        def __init__(self, file):
+            self.stream = real_open(file, "wb")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.stream.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def staging_open(file, mode="r", *args, **kwargs):
+        if "incoming" in Path(file).parts and "w" in mode:
+            return FullDisk(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "open", staging_open, raising=False)
+    upload = ingest_uploaded_files(team_a, uploaded(paths))
+    monkeypatch.undo()
+
+    assert (upload.file_count, upload.accepted_count, upload.refused_count) == (6, 0, 6)
+    assert set(reasons(upload).values()) == {
+        "could not be received: the server's disk is full; nothing was kept, upload again once space is freed"
+    }
+    assert stored_files(settings.MEDIA_ROOT) == []  # the staging folder and its partial files are gone
+    assert not Series.objects.exists()
+    assert ingest_uploaded_files(team_a, uploaded(paths)).accepted_count == 6
+
+
 # --- unreadable files ---------------------------------------------------------------------------
 
 
@@ -240,6 +279,7 @@ def test_an_api_upload_during_a_database_outage_gets_a_clear_503_and_the_retry_s
     # The server goes away while the series' rows are written and is still gone when the report is saved.
     monkeypatch.setattr(Instance.objects, "bulk_create", server_gone)
     monkeypatch.setattr(Upload.objects, "create", server_gone)
+    monkeypatch.setattr(connection, "is_usable", lambda: False)
     response = api.post("/api/uploads/", {"files": uploaded(paths)}, format="multipart")
 
     assert response.status_code == 503
@@ -257,12 +297,18 @@ def test_an_api_upload_during_a_database_outage_gets_a_clear_503_and_the_retry_s
     assert_only_stored(settings.MEDIA_ROOT, "OUTAGE-1", 6)
 
 
-def test_only_a_lost_database_is_a_503_other_database_errors_stay_server_errors(rf):
+def test_only_a_lost_database_is_a_503_other_database_errors_stay_server_errors(db, rf, monkeypatch):
     from django.db import IntegrityError, InterfaceError
 
     from covidsite.outages import DatabaseOutageMiddleware
 
+    connection.ensure_connection()  # the view's query opened it
     middleware = DatabaseOutageMiddleware(lambda request: None)
+    # A connection that still answers: "no such table" or a lock timeout is a bug or a conflict, not an outage.
+    assert middleware.process_exception(rf.get("/api/patients/"), OperationalError("no such table: x")) is None
+    assert middleware.process_exception(rf.get("/api/patients/"), IntegrityError("duplicate key")) is None
+
+    monkeypatch.setattr(connection, "is_usable", lambda: False)  # the server went away
     page = middleware.process_exception(rf.get("/patients/"), InterfaceError("connection already closed"))
     api = middleware.process_exception(rf.get("/api/patients/"), OperationalError("server closed the connection"))
 
