@@ -57,3 +57,26 @@ def test_seed_demo_command_prints_every_password(db, capsys, no_analysis_queuein
     for username in ("demo-admin", "demo-clinician", "demo-viewer"):
         assert username in out
     assert "Imported 1 new patients" in out
+
+
+def test_demo_follow_ups_have_reports_that_follow_the_true_course_and_studies_have_severity(db, no_analysis_queueing):
+    from analysis.choices import SeverityLabel
+    from analysis.models import ClinicalSeverity
+    from patients.choices import ReportLabel
+    from patients.models import RadiologyReport
+
+    team, _ = create_demo_team()
+    create_demo_patients(team, patients=2, matrix=96)
+    for patient in Patient.objects.filter(team=team):
+        reports = list(RadiologyReport.objects.filter(study__patient=patient).order_by("study__study_date"))
+        assert len(reports) == patient.studies.count()
+        # The lesions grow first: the first follow-up's report says so, and a later one reads as a decrease.
+        assert reports[1].label == ReportLabel.PROGRESSION
+        if len(reports) > 2:
+            assert reports[-1].label in (ReportLabel.REGRESSION, ReportLabel.PARTIAL, ReportLabel.STABLE)
+    labels = set(ClinicalSeverity.objects.filter(study__patient__team=team).values_list("label", flat=True))
+    assert labels == {SeverityLabel.SEVERE, SeverityLabel.NON_SEVERE}
+    # A second run adds no report twice.
+    count = RadiologyReport.objects.count()
+    create_demo_patients(team, patients=2, matrix=96)
+    assert RadiologyReport.objects.count() == count

@@ -115,8 +115,11 @@ def _use_broker(url: str, options: dict) -> None:
 
 
 @pytest.fixture
-def relay(settings):
+def relay(settings, monkeypatch):
     """The app's broker is Redis behind a relay (up); the analysis queue is private to the test."""
+    # Celery reads the broker URL from the CELERY_BROKER_URL environment variable before its own
+    # configuration (CI sets it): take it away so the relay's URL is the one used.
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     try:
         socket.create_connection(REDIS, timeout=1).close()
     except OSError:
