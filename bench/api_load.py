@@ -96,7 +96,7 @@ def login_session(user) -> str:
 
 
 def warm_up(base_url: str, targets: dict, workers: int) -> None:
-    """Each gunicorn worker's first patient page imports plotly and builds its validators: seconds. Not measured."""
+    """Each gunicorn worker's first requests are slower (templates compiled, connections opened): not measured."""
     from concurrent.futures import ThreadPoolExecutor
 
     import requests

@@ -1,6 +1,7 @@
 """Ingest throughput (instances/s) for a 150-slice CT series: local import and HTTP upload; prints JSON.
 
     python bench/ingest.py [--repeats 3] [--slices 150] [--database-url postgres://postgres@127.0.0.1:5432/covidsite_bench]
+    python bench/ingest.py --associations 3  # the listener fed over 3 associations at once
     python bench/ingest.py --sqlite            # the laptop default instead of PostgreSQL
 
 The series is a synthetic chest CT (analysis.phantoms, 512 x 512, 2 mm slices, uncompressed DICOM,
@@ -26,6 +27,7 @@ import logging
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -91,8 +93,10 @@ def start_listener(site: BenchSite, team_slug: str, quiet_seconds: float) -> int
     return port
 
 
-def time_dicom_listener(site: BenchSite, port: int, paths: list[Path], quiet_seconds: float) -> dict:
-    """C-STORE the series into the listener over one association.
+def time_dicom_listener(
+    site: BenchSite, port: int, paths: list[Path], quiet_seconds: float, associations: int = 1
+) -> dict:
+    """C-STORE the series into the listener over one association (or several at once, as some PACS do).
 
     Two figures: until the last image is acknowledged (what the sender waits for), and until the
     series is ingested, less the quiet period the listener waits for before it ingests.
@@ -108,17 +112,23 @@ def time_dicom_listener(site: BenchSite, port: int, paths: list[Path], quiet_sec
     before = set(Upload.objects.filter(channel="dicom").values_list("pk", flat=True))
     sender = AE(ae_title="BENCH")
     sender.add_requested_context(CTImageStorage, str(datasets[0].file_meta.TransferSyntaxUID))
+
+    def push(part: list) -> None:
+        association = sender.associate(LOOPBACK, port, ae_title="COVIDSITE")
+        if not association.is_established:
+            raise RuntimeError(f"the DICOM listener refused the association: {site.log('dicom-listener')}")
+        try:
+            for dataset in part:
+                status = association.send_c_store(dataset)
+                if not status or status.Status != 0:
+                    raise RuntimeError(f"C-STORE answered {status}: {site.log('dicom-listener')}")
+        finally:
+            association.release()
+
     started = time.perf_counter()
-    association = sender.associate(LOOPBACK, port, ae_title="COVIDSITE")
-    if not association.is_established:
-        raise RuntimeError(f"the DICOM listener refused the association: {site.log('dicom-listener')}")
-    try:
-        for dataset in datasets:
-            status = association.send_c_store(dataset)
-            if not status or status.Status != 0:
-                raise RuntimeError(f"C-STORE answered {status}: {site.log('dicom-listener')}")
-    finally:
-        association.release()
+    with ThreadPoolExecutor(max_workers=associations) as pool:
+        # Every image is sent once; list() re-raises a failed push.
+        list(pool.map(push, [datasets[n::associations] for n in range(associations)]))
     acknowledged = time.perf_counter() - started
     deadline = time.monotonic() + quiet_seconds + 120
     while time.monotonic() < deadline:
@@ -166,9 +176,10 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="use a SQLite file in the temporary folder instead")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for the HTTP upload")
     parser.add_argument("--quiet-seconds", type=float, default=1.0, help="the DICOM listener's quiet period")
+    parser.add_argument("--associations", type=int, default=1, help="DICOM associations that push the series at once")
     args = parser.parse_args()
-    if not 1 <= args.repeats <= 20 or not 20 <= args.slices <= 1000:
-        parser.error("--repeats must be 1..20 and --slices 20..1000")
+    if not 1 <= args.repeats <= 20 or not 20 <= args.slices <= 1000 or not 1 <= args.associations <= 8:
+        parser.error("--repeats must be 1..20, --slices 20..1000 and --associations 1..8")
 
     database = None if args.sqlite else args.database_url
     with BenchSite(database) as site:
@@ -199,7 +210,7 @@ def main() -> None:
             if listener_exists:
                 paths = write_series(sources / f"dicom-{repeat}", args.slices, f"BENCH-DICOM-{repeat}")
                 listener_port = listener_port or start_listener(site, team.slug, args.quiet_seconds)
-                pushed.append(time_dicom_listener(site, listener_port, paths, args.quiet_seconds))
+                pushed.append(time_dicom_listener(site, listener_port, paths, args.quiet_seconds, args.associations))
 
         result = {
             "benchmark": "ingest",
@@ -215,7 +226,7 @@ def main() -> None:
             "ingest_paths": summary(local, megabytes),
             "http_upload": summary(http, megabytes) | {"gunicorn_workers": args.workers},
             "dicom_listener": (
-                summary(pushed, megabytes) | {"quiet_seconds": args.quiet_seconds}
+                summary(pushed, megabytes) | {"quiet_seconds": args.quiet_seconds, "associations": args.associations}
                 if pushed
                 else "not timed: the project has no DICOM listener"
             ),

@@ -1,23 +1,24 @@
 """Plotly figures for the pages, built in Python and drawn in the browser by plotly.js.
 
 Views pass the figure's JSON to the template (`json_script`); `figures.js` draws it. No figure is
-drawn when the data it needs is absent.
+drawn when the data it needs is absent. The JSON is written as plain dicts (`frontend.plotly_json`):
+no plotly object is built per request.
 """
 
 from __future__ import annotations
-
-import json
-
-import plotly.graph_objects as go
 
 from analysis.models import AnalysisRun
 from analysis.pipeline.corona import relative_score
 from analysis.study_runs import study_runs
 
+from .plotly_json import axis_title, figure, line, scatter
+
 GGO_COLOUR = "#e0a526"
 CONSOLIDATION_COLOUR = "#c2410c"
 LUNG_COLOUR = "#64748b"
 PROBABILITY_COLOUR = "#7c3aed"
+GRID_COLOUR = "#e5e9ee"
+FONT = {"family": "system-ui, sans-serif", "size": 12, "color": "#1b2633"}
 
 
 def _usable_slices(slice_metrics: object) -> list[dict]:
@@ -37,58 +38,57 @@ def slice_profile(run: AnalysisRun) -> dict | None:
     z = [s["z_mm"] for s in rows]
     cm2 = 1 / 100  # areas are stored in mm²
 
-    def trace(key: str, name: str, colour: str, **kwargs) -> go.Scatter:
-        return go.Scatter(
-            x=z,
-            y=[s[key] * cm2 for s in rows],
+    def area(key: str, name: str, colour: str, dash: str | None = None, **properties) -> dict:
+        return scatter(
+            z,
+            [s[key] * cm2 for s in rows],
             name=name,
-            line={"color": colour, "width": 1.5},
+            line=line(colour, 1.5, dash),
             hovertemplate=f"{name}: %{{y:.1f}} cm²<br>z = %{{x:.1f}} mm<extra></extra>",
-            **kwargs,
+            **properties,
         )
 
     traces = [
-        trace("ggo_area_mm2", "Ground-glass", GGO_COLOUR, stackgroup="infection"),
-        trace("consolidation_area_mm2", "Consolidation", CONSOLIDATION_COLOUR, stackgroup="infection"),
-        trace("lung_area_mm2", "Lung", LUNG_COLOUR, mode="lines", line_dash="dot"),
+        area("ggo_area_mm2", "Ground-glass", GGO_COLOUR, stackgroup="infection"),
+        area("consolidation_area_mm2", "Consolidation", CONSOLIDATION_COLOUR, stackgroup="infection"),
+        area("lung_area_mm2", "Lung", LUNG_COLOUR, mode="lines", dash="dot"),
     ]
     classified = [s for s in rows if isinstance(s.get("abnormal_probability"), int | float)]
     if classified:
         # The slice classifier's P(abnormal) on its own 0-1 axis, beside the areas it should follow.
         traces.append(
-            go.Scatter(
-                x=[s["z_mm"] for s in classified],
-                y=[s["abnormal_probability"] for s in classified],
+            scatter(
+                [s["z_mm"] for s in classified],
+                [s["abnormal_probability"] for s in classified],
                 name="P(abnormal slice)",
                 yaxis="y2",
                 mode="lines",
-                line={"color": PROBABILITY_COLOUR, "width": 1.5},
+                line=line(PROBABILITY_COLOUR, 1.5),
                 hovertemplate="P(abnormal) %{y:.2f}<br>z = %{x:.1f} mm<extra></extra>",
             )
         )
-    figure = go.Figure(traces)
-    figure.update_layout(
+    return figure(
+        traces,
+        template_name="plotly_white",
         height=300,
         margin={"l": 60, "r": 60 if classified else 20, "t": 10, "b": 50},
         paper_bgcolor="#ffffff",
         plot_bgcolor="#ffffff",
-        font={"family": "system-ui, sans-serif", "size": 12, "color": "#1b2633"},
+        font=FONT,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "traceorder": "normal"},
-        xaxis={"title": {"text": "Slice position along the body axis (mm, feet → head)"}, "gridcolor": "#e5e9ee"},
-        yaxis={"title": {"text": "Area per slice (cm²)"}, "gridcolor": "#e5e9ee", "rangemode": "tozero"},
-        yaxis2={
-            "title": {"text": "P(abnormal slice)"},
-            "overlaying": "y",
-            "side": "right",
-            "range": [0, 1],
-            "tickvals": [0, 0.25, 0.5, 0.75, 1],
-            "showgrid": False,
-            "visible": bool(classified),
-        },
+        xaxis=axis_title("Slice position along the body axis (mm, feet → head)", gridcolor=GRID_COLOUR),
+        yaxis=axis_title("Area per slice (cm²)", gridcolor=GRID_COLOUR, rangemode="tozero"),
+        yaxis2=axis_title(
+            "P(abnormal slice)",
+            overlaying="y",
+            side="right",
+            range=[0, 1],
+            tickvals=[0, 0.25, 0.5, 0.75, 1],
+            showgrid=False,
+            visible=bool(classified),
+        ),
         hovermode="x unified",
-        template="plotly_white",
     )
-    return json.loads(figure.to_json())  # plain JSON types, ready for json_script
 
 
 REPORT_COLOURS = {"progression": "#c2410c", "regression": "#1d7a46", "stable": "#64748b", "partial": "#7c3aed"}
@@ -128,49 +128,47 @@ def poi_timeline(patient) -> dict | None:
     first = next((c for c in corona if c is not None), None)
     relative = [None if c is None else relative_score(c, first) for c in corona]
     has_corona = any(c is not None for c in corona)
+
+    def course(
+        y: list, name: str, colour: str, hover: str, *, width: float, size: int, dash: str | None = None, **properties
+    ) -> dict:
+        return scatter(
+            dates,
+            y,
+            name=name,
+            mode="lines+markers",
+            line=line(colour, width, dash),
+            marker={"size": size},
+            hovertemplate=f"%{{x}}<br>{hover}<extra></extra>",
+            **properties,
+        )
+
     traces = [
-        go.Scatter(
-            x=dates,
-            y=poi,
-            name="POI (%)",
-            mode="lines+markers",
-            line={"color": CONSOLIDATION_COLOUR, "width": 2},
-            marker={"size": 8},
+        course(
+            poi,
+            "POI (%)",
+            CONSOLIDATION_COLOUR,
+            "POI %{y:.1f} %<br>%{customdata}",
+            width=2,
+            size=8,
             customdata=[p[3].series.description for p in points],
-            hovertemplate="%{x}<br>POI %{y:.1f} %<br>%{customdata}<extra></extra>",
         ),
-        go.Scatter(
-            x=dates,
-            y=[p[3].ihu for p in points],
-            name="iHU",
-            mode="lines+markers",
-            yaxis="y2",
-            line={"color": LUNG_COLOUR, "width": 1.5, "dash": "dot"},
-            marker={"size": 6},
-            hovertemplate="%{x}<br>iHU %{y:.0f}<extra></extra>",
+        course(
+            [p[3].ihu for p in points], "iHU", LUNG_COLOUR, "iHU %{y:.0f}", width=1.5, size=6, dash="dot", yaxis="y2"
         ),
     ]
     if has_corona:
         traces += [
-            go.Scatter(
-                x=dates,
-                y=corona,
-                name="Corona score (mL)",
-                mode="lines+markers",
-                yaxis="y3",
-                line={"color": CORONA_COLOUR, "width": 2},
-                marker={"size": 7},
-                hovertemplate="%{x}<br>Corona score %{y:.1f} mL<extra></extra>",
-            ),
-            go.Scatter(
-                x=dates,
-                y=relative,
-                name="Relative corona score",
-                mode="lines+markers",
+            course(corona, "Corona score (mL)", CORONA_COLOUR, "Corona score %{y:.1f} mL", width=2, size=7, yaxis="y3"),
+            course(
+                relative,
+                "Relative corona score",
+                PROBABILITY_COLOUR,
+                "Relative corona score %{y:.2f}",
+                width=1.5,
+                size=6,
+                dash="dot",
                 yaxis="y4",
-                line={"color": PROBABILITY_COLOUR, "width": 1.5, "dash": "dot"},
-                marker={"size": 6},
-                hovertemplate="%{x}<br>Relative corona score %{y:.2f}<extra></extra>",
             ),
         ]
     annotations = []
@@ -178,9 +176,9 @@ def poi_timeline(patient) -> dict | None:
     marked = [(p, value, report) for p, value, report in marked if report is not None and report.label]
     if marked:
         traces.append(
-            go.Scatter(
-                x=[p[0] for p, _, _ in marked],
-                y=[value for _, value, _ in marked],
+            scatter(
+                [p[0] for p, _, _ in marked],
+                [value for _, value, _ in marked],
                 name="Report phrase",
                 mode="markers",
                 marker={
@@ -213,36 +211,25 @@ def poi_timeline(patient) -> dict | None:
                 }
             )
     top = [0.45, 1.0] if has_corona else [0.0, 1.0]
-    figure = go.Figure(traces)
-    figure.update_layout(
+    xaxis = axis_title("Study date", type="date", tickformat="%d %b %Y", gridcolor=GRID_COLOUR)
+    lower_panel = {}
+    if has_corona:
+        xaxis["anchor"] = "y3"  # the shared date axis sits under the lower panel
+        lower_panel = {
+            "yaxis3": axis_title("Corona (mL)", domain=[0.0, 0.32], rangemode="tozero", anchor="x"),
+            "yaxis4": axis_title("Relative", overlaying="y3", side="right", showgrid=False, rangemode="tozero"),
+        }
+    return figure(
+        traces,
+        template_name="plotly_white",
         height=440 if has_corona else 280,
         margin={"l": 60, "r": 60, "t": 30, "b": 40},
-        template="plotly_white",
-        font={"family": "system-ui, sans-serif", "size": 12, "color": "#1b2633"},
+        font=FONT,
         legend={"orientation": "h", "y": 1.08, "yanchor": "bottom", "x": 0, "traceorder": "normal"},
-        xaxis={"title": {"text": "Study date"}, "type": "date", "tickformat": "%d %b %Y", "gridcolor": "#e5e9ee"},
-        yaxis={"title": {"text": "POI (%)"}, "rangemode": "tozero", "gridcolor": "#e5e9ee", "domain": top},
-        yaxis2={
-            "title": {"text": "iHU"},
-            "overlaying": "y",
-            "side": "right",
-            "showgrid": False,
-            "tickformat": ".0f",
-        },
+        xaxis=xaxis,
+        yaxis=axis_title("POI (%)", rangemode="tozero", gridcolor=GRID_COLOUR, domain=top),
+        yaxis2=axis_title("iHU", overlaying="y", side="right", showgrid=False, tickformat=".0f"),
         hovermode="closest",
         annotations=annotations,
+        **lower_panel,
     )
-    if has_corona:
-        figure.update_layout(
-            # The shared date axis sits under the lower panel.
-            xaxis={"anchor": "y3"},
-            yaxis3={"title": {"text": "Corona (mL)"}, "domain": [0.0, 0.32], "rangemode": "tozero", "anchor": "x"},
-            yaxis4={
-                "title": {"text": "Relative"},
-                "overlaying": "y3",
-                "side": "right",
-                "showgrid": False,
-                "rangemode": "tozero",
-            },
-        )
-    return json.loads(figure.to_json())

@@ -1,14 +1,13 @@
-"""Plotly figures of the agreement page, built in Python and drawn by figures.js."""
+"""Plotly figures of the agreement page, written as plain JSON (`frontend.plotly_json`) and drawn by figures.js."""
 
 from __future__ import annotations
 
-import json
 import math
-
-import plotly.graph_objects as go
 
 from analysis.progression import Change
 from analysis.stats.agreement import Agreement
+
+from .plotly_json import axis_title, figure, scatter
 
 REPORT_COLOURS = {
     "progression": "#c2410c",
@@ -25,7 +24,7 @@ REPORT_NAMES = {
     None: "No report label",
 }
 LAYOUT = {
-    "template": "plotly_white",
+    "template_name": "plotly_white",
     "font": {"family": "system-ui, sans-serif", "size": 12, "color": "#1b2633"},
     "paper_bgcolor": "#ffffff",
     "plot_bgcolor": "#ffffff",
@@ -42,9 +41,9 @@ def kappa_forest(results: list[Agreement]) -> dict | None:
         if not rows:
             continue
         traces.append(
-            go.Scatter(
-                x=[k.kappa for _, _, k in rows],
-                y=[i + offset for i, _, _ in rows],
+            scatter(
+                [k.kappa for _, _, k in rows],
+                [i + offset for i, _, _ in rows],
                 mode="markers",
                 name="Binary (increase vs decrease)" if variant == "binary" else "Three-class",
                 marker={"color": colour, "size": 10},
@@ -63,13 +62,13 @@ def kappa_forest(results: list[Agreement]) -> dict | None:
         )
     if not traces:
         return None
-    figure = go.Figure(traces)
-    figure.update_layout(
+    return figure(
+        traces,
         **LAYOUT,
         height=90 + 60 * len(results),
         margin={"l": 110, "r": 20, "t": 10, "b": 45},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-        xaxis={"title": {"text": "Cohen's kappa with 95 % CI"}, "range": [-1.05, 1.05], "zeroline": True},
+        xaxis=axis_title("Cohen's kappa with 95 % CI", range=[-1.05, 1.05], zeroline=True),
         yaxis={
             "tickvals": list(range(len(results))),
             "ticktext": [r.measure for r in results],
@@ -77,7 +76,6 @@ def kappa_forest(results: list[Agreement]) -> dict | None:
             "showgrid": False,
         },
     )
-    return json.loads(figure.to_json())
 
 
 def _finite(value: float | None) -> float | None:
@@ -96,9 +94,9 @@ def change_scatter(items: list[Change]) -> dict | None:
         if not chosen:
             continue
         traces.append(
-            go.Scatter(
-                x=[c.delta_poi_pp for c in chosen],
-                y=[_finite(c.delta_ihu) for c in chosen],
+            scatter(
+                [c.delta_poi_pp for c in chosen],
+                [_finite(c.delta_ihu) for c in chosen],
                 mode="markers",
                 name=REPORT_NAMES[label],
                 marker={"color": colour, "size": 9, "line": {"width": 1, "color": "#ffffff"}},
@@ -110,13 +108,12 @@ def change_scatter(items: list[Change]) -> dict | None:
                 "<br>ΔPOI %{x:+.1f} pp, ΔiHU %{y:+.0f} HU<extra></extra>",
             )
         )
-    figure = go.Figure(traces)
-    figure.update_layout(
+    return figure(
+        traces,
         **LAYOUT,
         height=340,
         margin={"l": 60, "r": 20, "t": 10, "b": 50},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-        xaxis={"title": {"text": "ΔPOI between consecutive scans (percentage points)"}, "zeroline": True},
-        yaxis={"title": {"text": "ΔiHU (HU)"}, "zeroline": True},
+        xaxis=axis_title("ΔPOI between consecutive scans (percentage points)", zeroline=True),
+        yaxis=axis_title("ΔiHU (HU)", zeroline=True),
     )
-    return json.loads(figure.to_json())

@@ -9,13 +9,11 @@ draws them pixel for pixel on the image whatever the stored slice order or orien
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
@@ -28,7 +26,8 @@ from analysis.storage import LABEL_KEY, LabelMapError
 from patients.choices import SeriesSource
 from patients.models import Instance, Series
 
-from .figures import CONSOLIDATION_COLOUR, GGO_COLOUR, LUNG_COLOUR, PROBABILITY_COLOUR
+from .figures import CONSOLIDATION_COLOUR, FONT, GGO_COLOUR, LUNG_COLOUR, PROBABILITY_COLOUR
+from .plotly_json import axis_title, figure, line, scatter, trace
 from .queries import RunResults
 
 # Browsers may keep an image or overlay for an hour; the ETag makes the revalidation after that cheap.
@@ -231,13 +230,13 @@ def slice_curve(run: AnalysisRun, series: Series) -> dict | None:
     rows.sort(key=lambda item: item[0])
     numbers = [number for number, _entry in rows]
     traces = [
-        go.Scatter(
-            x=numbers,
-            y=[entry["infection_area_mm2"] / 100 for _n, entry in rows],
+        scatter(
+            numbers,
+            [entry["infection_area_mm2"] / 100 for _n, entry in rows],
             name="Infection area (cm²)",
             mode="lines+markers",
             marker={"size": 4},
-            line={"color": CONSOLIDATION_COLOUR, "width": 1.5},
+            line=line(CONSOLIDATION_COLOUR, 1.5),
             fill="tozeroy",
             hovertemplate="slice %{x}<br>infection %{y:.1f} cm²<extra></extra>",
         )
@@ -245,38 +244,37 @@ def slice_curve(run: AnalysisRun, series: Series) -> dict | None:
     probability = [(n, e["abnormal_probability"]) for n, e in rows if isinstance(e.get("abnormal_probability"), float)]
     if probability:
         traces.append(
-            go.Scatter(
-                x=[n for n, _p in probability],
-                y=[p for _n, p in probability],
+            scatter(
+                [n for n, _p in probability],
+                [p for _n, p in probability],
                 name="P(abnormal slice)",
                 yaxis="y2",
                 mode="lines",
-                line={"color": PROBABILITY_COLOUR, "width": 1.5},
+                line=line(PROBABILITY_COLOUR, 1.5),
                 hovertemplate="slice %{x}<br>P(abnormal) %{y:.2f}<extra></extra>",
             )
         )
-    figure = go.Figure(traces)
-    figure.update_layout(
+    return figure(
+        traces,
+        template_name="plotly_white",
         height=220,
         margin={"l": 60, "r": 60, "t": 10, "b": 40},
-        template="plotly_white",
-        font={"family": "system-ui, sans-serif", "size": 12, "color": "#1b2633"},
+        font=FONT,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-        xaxis={"title": {"text": "Slice (click to show it)"}, "range": [0.5, series.slice_count + 0.5]},
-        yaxis={"title": {"text": "cm²"}, "rangemode": "tozero"},
-        yaxis2={
-            "title": {"text": "P(abnormal)"},
-            "overlaying": "y",
-            "side": "right",
-            "range": [0, 1.05],
-            "tickvals": [0, 0.5, 1],
-            "showgrid": False,
-            "visible": bool(probability),
-        },
+        xaxis=axis_title("Slice (click to show it)", range=[0.5, series.slice_count + 0.5]),
+        yaxis=axis_title("cm²", rangemode="tozero"),
+        yaxis2=axis_title(
+            "P(abnormal)",
+            overlaying="y",
+            side="right",
+            range=[0, 1.05],
+            tickvals=[0, 0.5, 1],
+            showgrid=False,
+            visible=bool(probability),
+        ),
         hovermode="closest",
         clickmode="event",
     )
-    return json.loads(figure.to_json())
 
 
 def surfaces_figure(run: AnalysisRun, series: Series) -> dict:
@@ -309,7 +307,8 @@ def surfaces_figure(run: AnalysisRun, series: Series) -> dict:
         x, y, z = (np.round(mesh.vertices[:, k], 1).tolist() for k in range(3))
         i, j, k = (mesh.faces[:, n].tolist() for n in range(3))
         traces.append(
-            go.Mesh3d(
+            trace(
+                "mesh3d",
                 x=x,
                 y=y,
                 z=z,
@@ -324,18 +323,17 @@ def surfaces_figure(run: AnalysisRun, series: Series) -> dict:
                 flatshading=False,
             )
         )
-    figure = go.Figure(traces)
-    figure.update_layout(
+    return figure(
+        traces,
         height=460,
         margin={"l": 0, "r": 0, "t": 0, "b": 0},
         legend={"orientation": "h", "y": 1.0, "x": 0},
         scene={
             "aspectmode": "data",
-            "xaxis": {"title": {"text": "x (mm, patient left →)"}},
-            "yaxis": {"title": {"text": "y (mm)"}},
-            "zaxis": {"title": {"text": "z (mm)"}},
+            "xaxis": axis_title("x (mm, patient left →)"),
+            "yaxis": axis_title("y (mm)"),
+            "zaxis": axis_title("z (mm)"),
             "camera": {"eye": {"x": 0.0, "y": -1.9, "z": 0.4}},
         },
         paper_bgcolor="#ffffff",
     )
-    return json.loads(figure.to_json())
