@@ -11,6 +11,9 @@ from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseNot
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from audit.choices import AuditAction
+from audit.log import record
+
 from . import queries, viewer
 
 
@@ -28,6 +31,8 @@ def _not_modified(request: HttpRequest, etag: str) -> bool:
 @require_GET
 def viewer_page(request: HttpRequest, series_id: int) -> HttpResponse:
     series = queries.series_detail(request.user, series_id)
+    # One event per opening of the viewer; its per-slice image requests are not audited one by one.
+    record(request, AuditAction.VIEW, series, summary="slice viewer")
     problem = viewer.viewable(series)
     run = viewer.shown_run(series)
     results = queries.run_results(run) if run is not None else None

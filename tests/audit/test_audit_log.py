@@ -137,3 +137,15 @@ def test_only_team_admins_read_the_log(client, request, who, team_a):
 def test_another_teams_log_does_not_exist_for_an_outsider(client, outsider, team_a):
     client.force_login(outsider)
     assert client.get(reverse("audit-log", args=["team-a"])).status_code == 404
+
+
+def test_opening_the_viewer_is_one_event_not_one_per_slice(client, viewer, tmp_path, team_a):
+    from tests.analysis.exported import series_with_run
+
+    series, _run, _volume = series_with_run(team_a, tmp_path / "scan", patient_id="A-VIEW-1")
+    client.force_login(viewer)
+    assert client.get(reverse("series-viewer", args=[series.pk])).status_code == 200
+    for index in range(series.slice_count):
+        assert client.get(reverse("viewer-instance", args=[series.pk, index])).status_code == 200
+    (event,) = _events(action=AuditAction.VIEW)
+    assert (event.object_type, event.summary, event.patient_identifier) == ("series", "slice viewer", "A-VIEW-1")
