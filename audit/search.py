@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time
 
@@ -56,29 +55,19 @@ def team_events(team: Team, filters: dict | None = None) -> QuerySet[AuditEvent]
     return events
 
 
-class _Echo:
-    """A file-like object whose write returns the line, so csv.writer can feed a streaming response."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def csv_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
-    """The CSV text of the events, line by line (for a streaming download of a long log)."""
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
+def csv_rows(events: Iterable[AuditEvent]) -> Iterator[list[object]]:
+    """The header, then one row per event (for a streaming download of a long log)."""
+    yield list(CSV_COLUMNS)
     for event in events:
-        yield writer.writerow(
-            [
-                event.created.isoformat(),
-                event.username,
-                event.action,
-                event.patient_identifier,
-                event.object_type,
-                event.object_id,
-                event.summary,
-                event.ip_address or "",
-                event.method,
-                event.path,
-            ]
-        )
+        yield [
+            event.created.isoformat(),
+            event.username,
+            event.action,
+            event.patient_identifier,
+            event.object_type,
+            event.object_id,
+            event.summary,
+            event.ip_address or "",
+            event.method,
+            event.path,
+        ]

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from frontend.downloads import csv_download
 from frontend.queries import admin_team
 
 from .choices import AuditAction
 from .log import record
-from .search import AuditFilterForm, csv_lines, team_events
+from .search import AuditFilterForm, csv_rows, team_events
 
 EVENTS_PER_PAGE = 100
 
@@ -42,8 +43,5 @@ def audit_log_csv(request: HttpRequest, slug: str) -> HttpResponse:
     team = admin_team(request.user, slug)
     _form, events = _filtered(request, team)
     record(request, AuditAction.EXPORT, team=team, summary="audit log as CSV")
-    response = StreamingHttpResponse(csv_lines(events.iterator()), content_type="text/csv; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
-    response["Content-Disposition"] = f'attachment; filename="audit-{team.slug}-{stamp}.csv"'
-    response["Cache-Control"] = "no-store"
-    return response
+    return csv_download(csv_rows(events.iterator()), f"audit-{team.slug}-{stamp}.csv")

@@ -7,8 +7,6 @@ teams), the work is `analysis.cohorts` and `analysis.severity`.
 
 from __future__ import annotations
 
-import csv
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -27,6 +25,7 @@ from patients.deidentify import team_key
 
 from . import cohort_queries
 from .cohort_forms import CohortForm, SeverityImportForm
+from .downloads import csv_download
 
 
 @login_required
@@ -134,24 +133,15 @@ def severity_model_activate(request: HttpRequest, model_id: int) -> HttpResponse
     return redirect("cohort-detail", cohort_id=model.cohort_id)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 @login_required
 @require_GET
 def cohort_export(request: HttpRequest, cohort_id: int) -> StreamingHttpResponse:
     cohort = cohort_queries.cohort(request.user, cohort_id)
     deidentified = request.GET.get("deidentified") == "1"
     key = team_key(settings.SECRET_KEY, cohort.team.slug) if deidentified else None
-    writer = csv.writer(_Echo())
     rows = cohorts.export_rows(severity.cohort_scans(cohort), pseudonym_key=key)
     kind = "de-identified" if deidentified else "identified"
     record(request, AuditAction.EXPORT, cohort, summary=f"bio-markers CSV ({kind})")
-    response = StreamingHttpResponse((writer.writerow(row) for row in rows), content_type="text/csv; charset=utf-8")
     name = slugify(cohort.name) or f"cohort-{cohort.pk}"
     suffix = "-deidentified" if deidentified else ""
-    response["Content-Disposition"] = f'attachment; filename="{name}-biomarkers{suffix}.csv"'
-    response["Cache-Control"] = "no-store"
-    return response
+    return csv_download(rows, f"{name}-biomarkers{suffix}.csv")

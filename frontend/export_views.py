@@ -22,6 +22,8 @@ from audit.choices import AuditAction
 from audit.log import record
 from patients.choices import WRITE_ROLES
 
+from .downloads import attachment
+
 
 @login_required
 @require_GET
@@ -36,9 +38,7 @@ def run_export(request: HttpRequest, run_id: int, kind: str) -> HttpResponse:
     except ExportError as exc:
         return HttpResponse(str(exc), status=409, content_type="text/plain; charset=utf-8")
     record(request, AuditAction.EXPORT, run, summary=f"{ExportKind(kind).label} ({exported.filename})")
-    response = HttpResponse(exported.content, content_type=exported.content_type)
-    response["Content-Disposition"] = f'attachment; filename="{exported.filename}"'
-    return response
+    return attachment(exported.content, exported.filename, exported.content_type)
 
 
 @login_required

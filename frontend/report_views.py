@@ -29,6 +29,7 @@ from patients.report_import import import_reports, preview
 from patients.reports import DEFAULT_LANGUAGE
 
 from . import queries, report_figures, report_queries
+from .downloads import attachment
 from .report_forms import PhraseForm, ReportForm, ReportImportForm
 
 PREVIEW_SALT = "frontend.report-import"
@@ -172,10 +173,8 @@ def agreement(request: HttpRequest) -> HttpResponse:
     if download in ("csv", "pairs"):
         body = progression.agreement_csv(results) if download == "csv" else progression.changes_csv(items)
         name = "agreement" if download == "csv" else "progression-pairs"
-        response = HttpResponse(body, content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         record(request, AuditAction.EXPORT, None, team=scope.team, summary=f"{name}.csv of {scope.title}")
-        return response
+        return attachment(body, f"{name}.csv")
     context = {
         "scope": scope,
         "changes": items,
