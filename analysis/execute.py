@@ -83,12 +83,10 @@ def default_pipeline(volume: CTVolume, *, progress: Callable[[str, int], None] |
 @functools.lru_cache(maxsize=4)
 def _segmenters(directory: str) -> dict:
     # Loaded (and their sha256 checked) once per worker process, not once per scan. Only networks whose
-    # metadata says they beat the classical method on the measured targets replace it (model card); the
-    # slice classifier replaces nothing (it adds heat maps and the corona score), so it always runs.
-    from .nets.segmenters import load_segmenters
+    # metadata says they beat the classical method on the measured targets take part (model card).
+    from .nets.segmenters import pipeline_stages
 
-    stages = load_segmenters(Path(directory))
-    return {stage: net for stage, net in stages.items() if stage == "classifier" or net.metadata.pipeline_default}
+    return pipeline_stages(Path(directory), defaults_only=True)
 
 
 def execute_run(run_id: int, *, pipeline: Pipeline = default_pipeline, task_id: str | None = None) -> None:

@@ -1,6 +1,9 @@
 """Time each pipeline stage as the worker runs it (shipped networks) on two studies; prints JSON.
 
-    python bench/pipeline.py [--repeats 3] [--threads 2] [--ctdata ../shared/ctdata]
+    python bench/pipeline.py [--repeats 3] [--threads 2] [--ctdata ../shared/ctdata] [--combined]
+
+--combined times the opt-in combination of the lung and infection networks with the classical rules
+(analysis.nets.segmenters.pipeline_stages) instead of the worker's default stages.
 
 Studies: a 64-slice 512x512 5 mm phantom (analysis.phantoms, 320 mm scan) and a ~150-slice 2 mm
 real scan (COVID-CT-MD P001, 148 slices; skipped with a note when the data is absent). Reports the
@@ -25,9 +28,25 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "covidsite.settings")
 
 
-def _time_study(name: str, volume, repeats: int) -> dict:
+def _pipeline(combined: bool):
     from analysis.execute import default_pipeline
 
+    if not combined:
+        return default_pipeline
+    from analysis.nets.segmenters import pipeline_stages
+    from analysis.pipeline.run import run_pipeline
+
+    stages = pipeline_stages(defaults_only=False)
+    return lambda volume: run_pipeline(
+        volume,
+        lung_segmenter=stages["lungs"],
+        infection_segmenter=stages["infection"],
+        classifier=stages.get("classifier"),
+    )
+
+
+def _time_study(name: str, volume, repeats: int, combined: bool = False) -> dict:
+    default_pipeline = _pipeline(combined)
     default_pipeline(volume)  # warm-up: loads the networks once, as a long-running worker does
     stages: dict[str, list[float]] = {}
     totals = []
@@ -57,6 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (a worker's setting)")
     parser.add_argument("--ctdata", type=Path, default=ROOT.parent / "shared" / "ctdata")
+    parser.add_argument("--combined", action="store_true", help="time the opt-in network combination")
     args = parser.parse_args()
 
     import django
@@ -76,14 +96,14 @@ def main() -> None:
         matrix=512,
         scan_length_mm=320.0,
     )
-    studies.append(_time_study("phantom 64 x 512 x 512, 5 mm", phantom.volume, args.repeats))
+    studies.append(_time_study("phantom 64 x 512 x 512, 5 mm", phantom.volume, args.repeats, args.combined))
     notes = []
     p001 = args.ctdata / "covid-ct-md" / "P001"
     if p001.exists():
         started = time.perf_counter()
         volume = load_volume(p001)
         load_seconds = time.perf_counter() - started
-        study = _time_study("COVID-CT-MD P001, 2 mm", volume, args.repeats)
+        study = _time_study("COVID-CT-MD P001, 2 mm", volume, args.repeats, args.combined)
         study["seconds_load_dicom"] = round(load_seconds, 3)
         studies.append(study)
     else:

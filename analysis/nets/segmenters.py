@@ -210,9 +210,20 @@ class SliceClassifier(_LungCropStage):
             probs[zs[start : start + len(batch)]] = torch.sigmoid(self.net(batch)[:, 0]).numpy()
         return probs
 
-    def heat_maps(self, volume: CTVolume, lungs: np.ndarray, slices: np.ndarray | None = None) -> np.ndarray:
+    def heat_maps(
+        self,
+        volume: CTVolume,
+        lungs: np.ndarray,
+        slices: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Grad-CAM heat maps in [0, 1] (float32, the volume's shape) of `slices` (default: every slice
-        with lung), from MONAI's GradCAM on `layer4`, mapped back to the full slice, 0 outside the lungs."""
+        with lung), from MONAI's GradCAM on `gradcam_layer`, mapped back to the full slice, 0 outside the lungs.
+
+        `weights` (one per z index, in [0, 1]; the pipeline passes P(abnormal)) scale each slice's map:
+        MONAI scales every map to [0, 1] on its own, so without them a barely positive slice would weigh
+        as much as a clearly abnormal one and the corona score would jump with the slice threshold.
+        """
         from monai.visualize import GradCAM
 
         heat = np.zeros(volume.shape, dtype=np.float32)
@@ -222,7 +233,7 @@ class SliceClassifier(_LungCropStage):
         if slices is not None:
             keep = np.isin(zs, slices)
             zs, inputs = zs[keep], inputs[keep]
-        # One GradCAM per classifier: each one hooks into `layer4`, and a worker lives for many scans.
+        # One GradCAM per classifier: each one hooks into its layer, and a worker lives for many scans.
         cam = self.__dict__.get("_cam")
         if cam is None:
             cam = self._cam = GradCAM(nn_module=self.net, target_layers=self.gradcam_layer)
@@ -232,7 +243,10 @@ class SliceClassifier(_LungCropStage):
             with torch.enable_grad():
                 maps = cam(x=batch, class_idx=0)  # (n, 1, size, size), each scaled to [0, 1] by MONAI
             maps = resize(torch.as_tensor(maps).float(), box.side).numpy()[:, 0]
-            heat[zs[start : start + len(batch)]] = uncrop(maps, box, (h, w))
+            batch_z = zs[start : start + len(batch)]
+            if weights is not None:
+                maps *= np.clip(np.asarray(weights, dtype=np.float32)[batch_z], 0.0, 1.0)[:, None, None]
+            heat[batch_z] = uncrop(maps, box, (h, w))
         heat[lungs == 0] = 0
         return np.clip(heat, 0.0, 1.0)
 
@@ -256,3 +270,27 @@ def load_segmenters(directory: Path | None = None, *, only_defaults: bool = Fals
             continue
         found[cls.stage] = cls.from_weights(directory)
     return found
+
+
+def pipeline_stages(directory: Path | None = None, *, defaults_only: bool = True) -> dict[str, object]:
+    """The stages run_pipeline gets: {"lungs", "infection", "classifier"}, each present when its weights are.
+
+    The lung network guides the classical lung mask (it decides about dense lung next to it) and the
+    infection network is completed by the HU baseline's dense cores: alone, each network measured
+    worse than these combinations (model card). With `defaults_only`, the lung and infection stages
+    are left out unless their metadata says `pipeline_default`; the classifier replaces nothing (it
+    adds heat maps and the corona score), so it is always in.
+    """
+    from analysis.pipeline.infection import NetworkWithDenseCores
+    from analysis.pipeline.lungs import NetworkGuidedLungSegmenter
+
+    nets = load_segmenters(directory)
+    stages: dict[str, object] = {}
+    lungs, infection = nets.get("lungs"), nets.get("infection")
+    if lungs is not None and (not defaults_only or lungs.metadata.pipeline_default):
+        stages["lungs"] = NetworkGuidedLungSegmenter(lungs)
+    if infection is not None and (not defaults_only or infection.metadata.pipeline_default):
+        stages["infection"] = NetworkWithDenseCores(infection)
+    if "classifier" in nets:
+        stages["classifier"] = nets["classifier"]
+    return stages

@@ -11,6 +11,11 @@ morphological opening (radius ~3.5 mm) removes what is thin (vessels, airway wal
 rim at the pleura and fissures), dense voxels near the hilum are vessels and bronchi, and 3-D components
 below MIN_COMPONENT_ML are dropped as noise. Anything dense is counted, so effusion, atelectasis or
 fibrosis inside the lung mask reads as infection: the baseline does not know the cause.
+
+`NetworkWithDenseCores` runs a trained network and completes it with the baseline's consolidation where
+the two meet: the network finds faint ground glass that no density band separates from lung, while it
+under-reads the dense core of large consolidations, which the density rule gets right. Dense pieces
+that touch no network lesion (vessels, mostly) are not added.
 """
 
 from __future__ import annotations
@@ -93,6 +98,40 @@ class HUBandBaseline:
         labels[candidate] = GGO
         labels[candidate & (hu > self.consolidation_band[0])] = CONSOLIDATION
         return out
+
+
+class NetworkWithDenseCores:
+    """A trained infection network completed by the baseline's consolidation that touches its lesions."""
+
+    def __init__(self, network: Callable[[CTVolume, np.ndarray], np.ndarray], baseline: HUBandBaseline | None = None):
+        self.network = network
+        self.baseline = baseline or HUBandBaseline()
+        net = getattr(network, "info", None) or ModelInfo(stage="infection", name=type(network).__name__, version="")
+        self.info = ModelInfo(
+            stage="infection",
+            name=f"{net.name}+{self.baseline.info.name}",
+            version=net.version,
+            sha256=net.sha256,
+            kind="network",
+        )
+
+    def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
+        labels = np.where(lungs > 0, np.asarray(self.network(volume, lungs)), 0).astype(np.uint8)
+        return add_touching_consolidation(labels, self.baseline(volume, lungs))
+
+
+def add_touching_consolidation(labels: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """`labels` with the baseline's consolidation pieces (3-D, 26-connected) that touch a labelled voxel."""
+    dense = baseline == CONSOLIDATION
+    if not dense.any():
+        return labels
+    pieces, n = ndimage.label(dense, structure=np.ones((3, 3, 3), dtype=bool))
+    touching = np.zeros(n + 1, dtype=bool)
+    touching[pieces[dense & ndimage.binary_dilation(labels > 0)]] = True
+    touching[0] = False
+    out = labels.copy()
+    out[touching[pieces]] = CONSOLIDATION
+    return out
 
 
 def segment_infection(

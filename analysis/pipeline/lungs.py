@@ -16,6 +16,12 @@ Until a trained network is registered, a classical method does the work (`Classi
    and under the heart there is none). The hull is 3-D because a large subpleural consolidation
    flattens its own slice's outline, while the slices above and below still span it. Consolidation in
    the lowest part of a costophrenic recess is therefore not recovered.
+
+Dense lung against the heart or on the diaphragm has no aerated lung medial to it or below it, so no
+density rule can tell it from the heart or the liver next to it. `NetworkGuidedLungSegmenter` adds what
+a trained lung network (which has learnt the lungs' shape) calls lung there: the classical mask keeps
+the exact edge of aerated lung, and the network only decides about dense tissue next to it
+(`recover_dense_lung`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ AIR_HU = -400  # lung vs. soft tissue: mid-way between aerated lung (~ -850) and
 RECOVER_MAX_HU = 150  # consolidation and effusion stay below; bone (ribs, spine) lies above
 MIN_COMPONENT_ML = 20.0  # smaller air pockets are bowel gas, oesophagus, noise
 MIN_LUNGS_ML = 300.0  # less aerated lung than this in the whole scan: not a chest CT
+# Network-guided recovery: dense voxels the network calls lung, opened in-plane by this radius (the
+# network's coarse edge leaves a rim of chest wall, heart and diaphragm a few mm thick: not lung), in
+# pieces of at least this volume that touch the classical lung of the same side.
+GUIDE_OPENING_MM = 3.0
+GUIDE_MIN_ML = 0.5
 SMALL_HOLE_MM2 = 600.0  # 2-D holes below this (vessels, small lesions) are filled slice by slice
 TRACHEA_MAX_MM2 = 900.0  # a trachea or main bronchus cross-section is smaller than this
 TRACHEA_CENTRE_MM = 40.0  # the trachea starts within this distance of the body's mid-line
@@ -105,6 +116,74 @@ class ClassicalLungSegmenter(LungSegmenter):
         if total_ml < MIN_LUNGS_ML:
             raise PipelineError(NO_LUNGS_MESSAGE)
         return out
+
+
+class NetworkGuidedLungSegmenter(LungSegmenter):
+    """The classical lungs plus the dense lung a trained network finds next to them (see module doc)."""
+
+    def __init__(self, network: Callable[[CTVolume], np.ndarray], classical: ClassicalLungSegmenter | None = None):
+        self.network = network
+        self.classical = classical or ClassicalLungSegmenter()
+        self.warnings: list[str] = []
+        net = getattr(network, "info", None) or ModelInfo(stage="lungs", name=type(network).__name__, version="")
+        # Recorded with every run: the network's own name, version and sha256, marked as guiding the classical mask.
+        self.info = ModelInfo(
+            stage="lungs",
+            name=f"{self.classical.info.name}+{net.name}",
+            version=net.version,
+            sha256=net.sha256,
+            kind="network",
+        )
+
+    def __call__(self, volume: CTVolume) -> np.ndarray:
+        labels = self.classical(volume)
+        self.warnings = list(self.classical.warnings)
+        guide = np.asarray(self.network(volume))
+        if guide.shape != volume.shape:
+            raise PipelineError(f"the lung network returned shape {guide.shape} for a volume of {volume.shape}")
+        return recover_dense_lung(volume, labels, guide)
+
+
+def recover_dense_lung(
+    volume: CTVolume,
+    labels: np.ndarray,
+    guide: np.ndarray,
+    *,
+    max_hu: int = RECOVER_MAX_HU,
+    opening_mm: float = GUIDE_OPENING_MM,
+    min_ml: float = GUIDE_MIN_ML,
+) -> np.ndarray:
+    """`labels` (classical lungs) plus the dense, non-bone voxels that `guide` (a network) labels as the
+    same lung, opened in-plane by `opening_mm` and only in pieces of >= `min_ml` touching that lung."""
+    out = labels.copy()
+    hu = volume.hu
+    _, sy, sx = volume.spacing
+    radius = max(1, round(opening_mm / ((sy + sx) / 2)))
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disk = (yy**2 + xx**2 <= radius**2)[np.newaxis]
+    dense = (hu >= AIR_HU) & (hu <= max_hu)
+    min_voxels = min_ml / volume.voxel_volume_ml
+    for side in (RIGHT, LEFT):
+        candidate = (guide == side) & (labels == 0) & dense
+        if not candidate.any() or not (labels == side).any():
+            continue
+        box = _box(candidate | (labels == side), margin=radius + 1)
+        crop = ndimage.binary_opening(candidate[box], structure=disk)
+        pieces, n = ndimage.label(crop)
+        if n == 0:
+            continue
+        lung = labels[box] == side
+        sizes = np.bincount(pieces.ravel())
+        touching = np.zeros(n + 1, dtype=bool)
+        touching[pieces[ndimage.binary_dilation(lung) & crop]] = True
+        keep = touching & (sizes >= min_voxels)
+        keep[0] = False
+        # The opening also rounds off the corners of what it keeps: grow it back inside the candidates
+        # by the same radius (a thin rim further away does not come back).
+        kept = ndimage.binary_dilation(keep[pieces], structure=_PLANE, iterations=radius, mask=candidate[box])
+        region = out[box]
+        region[kept & (region == 0)] = side
+    return out
 
 
 def segment_lungs(volume: CTVolume, segmenter: Callable[[CTVolume], np.ndarray] | None = None) -> LungSegmentation:

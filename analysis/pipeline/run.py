@@ -33,7 +33,13 @@ class SliceClassifier(Protocol):
 
     def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray: ...
 
-    def heat_maps(self, volume: CTVolume, lungs: np.ndarray, slices: np.ndarray | None = None) -> np.ndarray: ...
+    def heat_maps(
+        self,
+        volume: CTVolume,
+        lungs: np.ndarray,
+        slices: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray: ...
 
 
 THICK_SLICE_MM = 8.0  # above this, small opacities blur into the lung: say so
@@ -82,11 +88,12 @@ def run_pipeline(
     if classifier is not None:
         start = stage("heatmaps")
         # Heat maps only for the positive slices, as the published system does: it is also what keeps
-        # Grad-CAM within the time budget.
+        # Grad-CAM within the time budget. Each map is weighted by its slice's P(abnormal), so a slab
+        # that averages a lesion with normal lung adds less heat per slice, as its thinner slices would.
         probabilities = np.asarray(classifier(volume, lungs.labels), dtype=np.float32)
         has_lung = lungs.labels.reshape(len(lungs.labels), -1).any(axis=1)
         positive = np.flatnonzero((probabilities > slice_threshold) & has_lung)
-        heat = classifier.heat_maps(volume, lungs.labels, positive)
+        heat = classifier.heat_maps(volume, lungs.labels, positive, probabilities)
         corona = CoronaResult(
             slice_threshold=slice_threshold,
             positive_slices=len(positive),

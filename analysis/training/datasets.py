@@ -83,6 +83,17 @@ class SliceSet:
     pixel_mm: np.ndarray  # (n,) float32: pixel size in the working view (nan when unknown)
     free_orientation: np.ndarray  # (n,) bool: stored in an arbitrary orientation (random 90-degree turns)
     groups: list[str] = field(default_factory=list)  # case of each sample
+    # z index in its case (-1 for 2-D planes) and slice spacing in mm (nan when unknown): which samples
+    # are neighbouring slices that thick-slab augmentation may average.
+    z: np.ndarray | None = None
+    slice_mm: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.z is None:
+            self.z = np.full(n, -1, np.int32)
+        if self.slice_mm is None:
+            self.slice_mm = np.full(n, np.nan, np.float32)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -101,6 +112,8 @@ class SliceSet:
             pixel_mm=np.concatenate([s.pixel_mm for s in sets]),
             free_orientation=np.concatenate([s.free_orientation for s in sets]),
             groups=[g for s in sets for g in s.groups],
+            z=np.concatenate([s.z for s in sets]),
+            slice_mm=np.concatenate([s.slice_mm for s in sets]),
         )
 
     def subset(self, index: np.ndarray) -> SliceSet:
@@ -113,6 +126,8 @@ class SliceSet:
             pixel_mm=self.pixel_mm[index],
             free_orientation=self.free_orientation[index],
             groups=[self.groups[i] for i in index],
+            z=self.z[index],
+            slice_mm=self.slice_mm[index],
         )
 
 
@@ -453,6 +468,8 @@ def case_slices(case: Case, task: str) -> SliceSet | None:
         pixel_mm=np.full(count, pixel, np.float32),
         free_orientation=np.zeros(count, bool),
         groups=[case.name] * count,
+        z=np.asarray(keep, np.int32),
+        slice_mm=np.full(count, volume.spacing[0], np.float32),
     )
 
 

@@ -129,9 +129,11 @@ def analyse_series(volume: CTVolume, *, model_dir: Path | None, method: str) -> 
     seconds = {}
     classifier = None
     if method == "network":
-        from analysis.nets.segmenters import load_segmenters
+        from analysis.nets.segmenters import pipeline_stages
 
-        stages = load_segmenters(model_dir)
+        # As the worker runs them once they are the default (lung network guiding the classical mask,
+        # infection network with the baseline's dense cores).
+        stages = pipeline_stages(model_dir, defaults_only=False)
         lung_segmenter = stages.get("lungs") or ClassicalLungSegmenter()
         infection_segmenter = stages.get("infection")
         if infection_segmenter is None:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from analysis.nets.architectures import (
@@ -66,6 +67,12 @@ class TrainConfig:
     seed: int = 0
     width: int = 0  # 0: the architecture's default width
     p_synthetic: float = 0.7  # share of host slices that receive lesions
+    # Thick-slab augmentation: average k neighbouring slices (k random, slab up to this many mm; 0: off)
+    # so that 5-10 mm reconstructions look familiar to a network trained on thin slices.
+    slab_mm: float = 0.0
+    slab_p: float = 0.35  # share of samples averaged into slabs: most stay thin (see slab_members)
+    real_share: float = 0.0  # share of each batch drawn from real slice-labelled scans (0: by count)
+    size: int = 0  # network input size (0: the task's default)
     training_data: list[str] = field(default_factory=list)
 
     def architecture(self) -> dict[str, Any]:
@@ -75,6 +82,9 @@ class TrainConfig:
             "classifier": classifier_architecture,
         }
         return builders[self.task](self.width) if self.width else builders[self.task]()
+
+    def input_size(self) -> int:
+        return self.size or NET_SIZE[self.task]
 
 
 @dataclass
@@ -89,14 +99,49 @@ class EpochRecord:
 PLANES_SHARE = 0.4
 
 
-def sampling_weights(data: SliceSet) -> np.ndarray:
-    """Probability of drawing each sample: 2-D planes get PLANES_SHARE together, the rest share the remainder."""
+def sampling_weights(data: SliceSet, real_share: float = 0.0) -> np.ndarray:
+    """Probability of drawing each sample: 2-D planes get PLANES_SHARE together, real slice-labelled scans
+    `real_share` together (when > 0), the rest share the remainder."""
     planes = np.array(["medseg2d:" in g for g in data.groups])
+    # Real scans labelled per slice: neither lesion hosts nor volumes with masks (their labels are all real).
+    real = np.array([g.startswith("dicom:") for g in data.groups]) & ~data.synthesize
+    shares = {"planes": (planes, PLANES_SHARE), "real": (real & ~planes, real_share if real_share > 0 else 0.0)}
     weights = np.ones(len(data))
-    if planes.any() and not planes.all():
-        weights[planes] = PLANES_SHARE / planes.sum()
-        weights[~planes] = (1 - PLANES_SHARE) / (~planes).sum()
+    rest = np.ones(len(data), bool)
+    taken = 0.0
+    for mask, share in shares.values():
+        if share > 0 and mask.any() and not mask.all():
+            weights[mask] = share / mask.sum()
+            rest &= ~mask
+            taken += share
+    if rest.any() and taken < 1:
+        weights[rest] = (1 - taken) / rest.sum()
     return weights / weights.sum()
+
+
+def slab_members(
+    data: SliceSet, index: int, rng: np.random.Generator, slab_mm: float, slab_p: float = 0.35
+) -> np.ndarray:
+    """`index` and, for a share `slab_p` of the samples, up to k-1 neighbouring slices of the same scan
+    (k random in 2..slab_mm / spacing).
+
+    Only a share: averaging also smooths the noise, and 2-D planes (MedSeg, mostly abnormal) cannot be
+    averaged, so slabbing everything teaches "noisy = abnormal" (measured: every normal slice positive).
+    """
+    spacing = float(data.slice_mm[index])
+    if slab_mm <= 0 or np.isnan(spacing) or data.z[index] < 0 or rng.random() >= slab_p:
+        return np.array([index])
+    kmax = int(slab_mm / spacing + 1e-6)
+    if kmax < 2:
+        return np.array([index])
+    k = int(rng.integers(2, kmax + 1))
+    first = index - int(rng.integers(k))
+    members = [
+        i
+        for i in range(first, first + k)
+        if 0 <= i < len(data) and data.groups[i] == data.groups[index] and data.z[i] - data.z[index] == i - index
+    ]
+    return np.array(members)
 
 
 def _rng(*keys: int) -> np.random.Generator:
@@ -112,16 +157,71 @@ def _sample(
     task: str,
     rng: np.random.Generator,
     p_synthetic: float,
+    slab_mm: float = 0.0,
+    slab_p: float = 0.35,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """(HU image, labels, abnormal) of one sample, with synthetic lesions drawn when it is a host slice."""
+    """(HU image, labels, abnormal) of one sample, with synthetic lesions drawn when it is a host slice.
+
+    With `slab_mm`, the image may be the mean of neighbouring slices (a thick slab); its infection
+    labels are the majority of theirs, and the classifier's label is abnormal when any of them is."""
     image, labels, abnormal = data.images[index], data.labels[index], float(data.abnormal[index])
+    members = slab_members(data, index, rng, slab_mm, slab_p)
+    if len(members) > 1:
+        image = data.images[members].mean(0)
+        if task == "infection":
+            # A slab voxel is infected where most of its slices are (the phantoms' truth rule), and
+            # consolidation where that is the most common infected class: a union would teach the
+            # network to paint every partial-volume edge of a thick slab.
+            stack = data.labels[members]
+            infected = (stack > 0).mean(0) >= 0.5
+            dense = (stack == 2).sum(0) >= (stack == 1).sum(0)
+            labels = np.where(infected, np.where(dense, 2, 1), 0).astype(labels.dtype)
+        flags = data.abnormal[members]
+        abnormal = 1.0 if (flags > 0.5).any() else abnormal
     if data.synthesize[index] and data.lungs[index].any() and rng.random() < p_synthetic:
+        base = image
         image, lesion = insert_lesions(image, data.lungs[index], float(data.pixel_mm[index]), rng)
+        if len(members) > 1 and task == "infection":
+            image, lesion = lesions_through_slab(
+                base, image, lesion, float(data.pixel_mm[index]), float(data.slice_mm[index]), len(members), rng
+            )
         if task != "lungs":
             labels = lesion  # host slices are normal: the drawn lesions are all their infection
         if (lesion > 0).sum() >= MIN_ABNORMAL_PIXELS:
             abnormal = 1.0
     return image, labels, abnormal
+
+
+def lesions_through_slab(
+    base: np.ndarray,
+    lesioned: np.ndarray,
+    lesion: np.ndarray,
+    pixel_mm: float,
+    slice_mm: float,
+    k: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn 2-D lesions drawn on a slab of `k` slices into the slab of 3-D lesions: (image, labels).
+
+    Each lesion is taken as a ball whose widest section is the drawn one (radius: the drawn shape's
+    inradius), centred somewhere in the slab; each slice of the slab holds that ball's section there,
+    the slab image averages them (a partial-volume edge, as a thick reconstruction has) and a pixel
+    is labelled where at least half of the slices hold the lesion (the phantoms' truth rule).
+    """
+    inside = lesion > 0
+    depth = ndimage.distance_transform_edt(inside) * pixel_mm
+    pieces, n = ndimage.label(inside)
+    if n == 0:
+        return lesioned, lesion
+    inradius = np.concatenate([[0.0], ndimage.maximum(depth, pieces, index=np.arange(1, n + 1))])[pieces]
+    centre = rng.uniform(0.0, k * slice_mm)
+    covered = np.zeros(lesion.shape, np.float32)
+    for dz in (np.arange(k) + 0.5) * slice_mm - centre:
+        shrink = inradius - np.sqrt(np.maximum(inradius**2 - dz**2, 0.0))
+        covered += inside & (inradius >= abs(dz)) & (depth > shrink)
+    covered /= k
+    image = base + (lesioned - base) * covered
+    return image.astype(np.float32), np.where(covered >= 0.5, lesion, 0).astype(lesion.dtype)
 
 
 def _augment(
@@ -164,12 +264,21 @@ def _to_input(hu: torch.Tensor) -> torch.Tensor:
 
 
 def make_batch(
-    data: SliceSet, indices: np.ndarray, task: str, rng: np.random.Generator, *, p_synthetic: float, augment: bool
+    data: SliceSet,
+    indices: np.ndarray,
+    task: str,
+    rng: np.random.Generator,
+    *,
+    p_synthetic: float,
+    augment: bool,
+    slab_mm: float = 0.0,
+    slab_p: float = 0.35,
+    size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(network input (n,1,S,S), labels (n,S,S) long, abnormal (n,) float) for the given samples."""
     images, labels, abnormal = [], [], []
     for index in indices:
-        image, label, flag = _sample(data, int(index), task, rng, p_synthetic)
+        image, label, flag = _sample(data, int(index), task, rng, p_synthetic, slab_mm, slab_p)
         images.append(image)
         labels.append(label)
         abnormal.append(flag)
@@ -179,24 +288,27 @@ def make_batch(
         hu, lab = _augment(hu, lab, task, rng, data.free_orientation[indices])
         if task != "lungs":
             hu = _intensity_jitter(hu, rng)
-    size = NET_SIZE[task]
+    size = size or NET_SIZE[task]
     x = resize(_to_input(hu), size)
     lab = resize(lab.float(), size, labels=True).long()[:, 0]
     return x.contiguous(memory_format=torch.channels_last), lab, torch.tensor(abnormal, dtype=torch.float32)
 
 
-def fixed_validation(data: SliceSet, task: str, seed: int, batch_size: int) -> list[tuple[torch.Tensor, ...]]:
+def fixed_validation(
+    data: SliceSet, task: str, seed: int, batch_size: int, size: int = 0
+) -> list[tuple[torch.Tensor, ...]]:
     """The validation batches, drawn once (lesions included) so every epoch is scored on the same pixels."""
     batches = []
     for start in range(0, len(data), batch_size):
         indices = np.arange(start, min(start + batch_size, len(data)))
-        batches.append(make_batch(data, indices, task, _rng(seed, 99991, start), p_synthetic=0.0, augment=False))
+        rng = _rng(seed, 99991, start)
+        batches.append(make_batch(data, indices, task, rng, p_synthetic=0.0, augment=False, size=size))
     if any(data.synthesize):  # host slices count twice: as they are and with lesions (the positives)
         synth = np.flatnonzero(data.synthesize)
         for start in range(0, len(synth), batch_size):
             indices = synth[start : start + batch_size]
             rng = _rng(seed, 77773, start)
-            batches.append(make_batch(data, indices, task, rng, p_synthetic=1.0, augment=False))
+            batches.append(make_batch(data, indices, task, rng, p_synthetic=1.0, augment=False, size=size))
     return batches
 
 
@@ -340,12 +452,12 @@ def train_network(
         optimizer.load_state_dict(state["optimizer"])
     elif start_epoch:
         log(f"new learning-rate schedule over the remaining {config.epochs - start_epoch} epoch(s)")
-    val_batches = fixed_validation(val_set, task, config.seed, config.batch_size)
+    val_batches = fixed_validation(val_set, task, config.seed, config.batch_size, config.input_size())
     log(
         f"{task}: {len(train_set)} training slices, {len(val_set)} validation slices, "
         f"{steps} steps of {config.batch_size} per epoch, epochs {start_epoch + 1}..{config.epochs}"
     )
-    weights = sampling_weights(train_set)
+    weights = sampling_weights(train_set, config.real_share)
     last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
     for epoch in range(start_epoch, last_epoch):
         net.train()
@@ -356,7 +468,15 @@ def train_network(
             rng = _rng(config.seed, epoch, step)
             indices = rng.choice(len(train_set), config.batch_size, p=weights)
             x, labels, abnormal = make_batch(
-                train_set, indices, task, rng, p_synthetic=config.p_synthetic, augment=True
+                train_set,
+                indices,
+                task,
+                rng,
+                p_synthetic=config.p_synthetic,
+                augment=True,
+                slab_mm=config.slab_mm,
+                slab_p=config.slab_p,
+                size=config.input_size(),
             )
             logits = net(x)
             if task == "classifier":
@@ -414,12 +534,20 @@ def _metadata(config: TrainConfig, architecture: dict[str, Any], record: EpochRe
         architecture=architecture,
         classes=CLASSES[task],
         input={
-            "size": NET_SIZE[task],
+            "size": config.input_size(),
             "window": list(HU_WINDOW),
             "crop": crop,
             "working_view": LUNG_VIEW if task == "lungs" else CROP_VIEW,
         },
         training_data=list(config.training_data),
         date=date.today().isoformat(),
-        metrics={"validation": record.metrics, "epoch": record.epoch, "epochs": config.epochs, "seed": config.seed},
+        metrics={
+            "validation": record.metrics,
+            "epoch": record.epoch,
+            "epochs": config.epochs,
+            "seed": config.seed,
+            "lr": config.lr,
+            "slab_mm": config.slab_mm,
+            "real_share": config.real_share,
+        },
     )

@@ -167,3 +167,51 @@ def test_ten_millimetre_slabs_give_the_same_poi_and_lung_volume_as_the_thin_scan
     assert abs(b.poi - a.poi) <= POI_SLAB_TOLERANCE[case], (
         f"{case}: POI {100 * a.poi:.2f} % thin vs {100 * b.poi:.2f} % at 10 mm"
     )
+
+
+# --- the shipped networks, combined with the classical rules (opt-in, not yet the default) ---------------
+# The lung network guides the classical mask and the infection network is completed by the baseline's
+# dense cores (analysis.nets.segmenters.pipeline_stages). They meet the phantom targets the classical
+# methods miss; they are not the default because 10 mm slabs of real scans read higher than the thin scan
+# (cap001 +2.9 points; model card), which the thick-section method cannot accept.
+
+
+@pytest.fixture(scope="module")
+def combined_stages() -> dict:
+    from analysis.nets.segmenters import pipeline_stages
+
+    return pipeline_stages(defaults_only=False)
+
+
+def _combined(stages: dict, volume) -> PipelineResult:
+    from analysis.pipeline.run import run_pipeline
+
+    return run_pipeline(volume, lung_segmenter=stages["lungs"], infection_segmenter=stages["infection"])
+
+
+@pytest.mark.parametrize("thickness", THICKNESSES)
+@pytest.mark.parametrize("severity", [Severity.MODERATE, Severity.SEVERE])
+def test_combined_networks_meet_the_phantom_targets_at_every_thickness(combined_stages, severity, thickness):
+    phantom = make_phantom(
+        random_spec(9100 + (severity == Severity.SEVERE), severity),
+        slice_thickness_mm=thickness,
+        pixel_spacing_mm=1.4,
+        matrix=256,
+    )
+    both, truth = _combined(combined_stages, phantom.volume).region("both"), phantom.truth
+    assert both.lung_volume_ml == pytest.approx(truth.lung_volume_ml, rel=0.03)
+    assert abs(both.poi - truth.poi) <= 0.01, f"POI {both.poi:.4f} vs truth {truth.poi:.4f}"
+    assert abs(both.ihu - _scan_ihu(phantom)) <= 15, f"iHU {both.ihu:.0f} vs scan truth {_scan_ihu(phantom):.0f}"
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        9102,
+        pytest.param(9106, marks=pytest.mark.xfail(strict=True, reason="measured 1.05 points low (2026-11-28)")),
+    ],
+)
+def test_combined_networks_measure_consolidation_against_the_heart_and_diaphragm(combined_stages, seed):
+    phantom = make_phantom(random_spec(seed, Severity.SEVERE), slice_thickness_mm=5.0, pixel_spacing_mm=1.4, matrix=256)
+    both = _combined(combined_stages, phantom.volume).region("both")
+    assert abs(both.poi - phantom.truth.poi) <= 0.01, f"POI {both.poi:.4f} vs truth {phantom.truth.poi:.4f}"

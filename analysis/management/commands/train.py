@@ -54,6 +54,25 @@ class Command(BaseCommand):
         parser.add_argument("--steps", type=int, default=0, help="batches per epoch (0: one pass, at most 80)")
         parser.add_argument("--lr", type=float, default=2e-3)
         parser.add_argument("--width", type=int, default=0, help="channels of the first level (0: default)")
+        parser.add_argument(
+            "--slab-mm",
+            type=float,
+            default=0.0,
+            help="thick-slab augmentation: average neighbouring slices into slabs up to this thick (0: off)",
+        )
+        parser.add_argument(
+            "--slab-p", type=float, default=0.35, help="share of volume samples averaged into slabs (with --slab-mm)"
+        )
+        parser.add_argument(
+            "--real-share",
+            type=float,
+            default=0.0,
+            help="share of each batch from real slice-labelled scans (dicomlabels; 0: by their count)",
+        )
+        parser.add_argument(
+            "--p-synthetic", type=float, default=0.7, help="share of host slices that receive synthetic lesions"
+        )
+        parser.add_argument("--size", type=int, default=0, help="network input size (0: the task's default)")
         parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
         parser.add_argument(
             "--cache",
@@ -108,6 +127,11 @@ class Command(BaseCommand):
             lr=options["lr"],
             seed=options["seed"],
             width=options["width"],
+            slab_mm=options["slab_mm"],
+            slab_p=options["slab_p"],
+            p_synthetic=options["p_synthetic"],
+            real_share=options["real_share"],
+            size=options["size"],
             training_data=[str(spec) + "".join(f",{k}={v}" for k, v in spec.options.items()) for spec in specs],
         )
         from analysis.nets.registry import ModelFileError

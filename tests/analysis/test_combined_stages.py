@@ -1,0 +1,115 @@
+"""The two combinations of a network with a classical rule: network-guided dense-lung recovery and the
+infection network completed by the HU baseline's dense cores (analysis/pipeline/lungs.py, infection.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.phantoms import Severity, make_phantom, random_spec
+from analysis.pipeline.infection import CONSOLIDATION, GGO, NetworkWithDenseCores, add_touching_consolidation
+from analysis.pipeline.lungs import LEFT, RIGHT, NetworkGuidedLungSegmenter, recover_dense_lung
+from analysis.pipeline.result import ModelInfo
+from analysis.pipeline.volume import CTVolume
+
+
+def _chest() -> tuple[CTVolume, np.ndarray]:
+    """20 slices of 1 mm pixels: soft tissue, a right lung of air (x 10..129) and a rib of bone."""
+    hu = np.full((20, 80, 200), 40, dtype=np.int16)
+    lungs = np.zeros(hu.shape, dtype=np.uint8)
+    hu[:, 20:60, 10:130] = -850
+    lungs[:, 20:60, 10:130] = RIGHT
+    hu[:, 20:60, 5:8] = 700  # bone beside the lung
+    return CTVolume(hu=hu, spacing=(2.0, 1.0, 1.0)), lungs
+
+
+def test_dense_lung_the_network_sees_next_to_the_classical_mask_is_recovered_and_nothing_else():
+    volume, classical = _chest()
+    guide = classical.copy()
+    guide[4:16, 25:55, 130:150] = RIGHT  # a 20 mm block of consolidation medial to the aerated lung
+    guide[:, 17:20, 60:100] = RIGHT  # the network's coarse edge: a 3 mm rim of chest wall
+    guide[:, 20:60, 5:10] = RIGHT  # ... and the rib next to the lung
+    guide[4:16, 65:75, 150:165] = RIGHT  # dense tissue that does not touch the lung
+    guide[4:16, 25:55, 170:180] = LEFT  # the other side's label never joins this lung
+
+    labels = recover_dense_lung(volume, classical, guide)
+
+    assert (labels[4:16, 25:55, 130:150] == RIGHT).all()
+    assert not labels[:, 17:19].any()  # thinner than the opening: not lung (one pixel may grow back)
+    assert not labels[:, :, 5:8].any()  # bone is never lung
+    assert not labels[:, 65:75].any()
+    assert not labels[:, :, 170:].any()
+    np.testing.assert_array_equal(labels[classical > 0], classical[classical > 0])  # nothing is taken away
+
+
+def test_the_guided_segmenter_records_the_network_and_returns_the_classical_mask_plus_recovery():
+    phantom = make_phantom(random_spec(9106, Severity.SEVERE), slice_thickness_mm=5.0, pixel_spacing_mm=1.4, matrix=256)
+    info = ModelInfo(stage="lungs", name="toy-net", version="2.0", sha256="ab" * 32)
+
+    class TruthNetwork:  # a "network" that knows the phantom's lungs exactly
+        def __init__(self) -> None:
+            self.info = info
+
+        def __call__(self, volume: CTVolume) -> np.ndarray:
+            return phantom.lungs
+
+    segmenter = NetworkGuidedLungSegmenter(TruthNetwork())
+    labels = segmenter(phantom.volume)
+    classical = segmenter.classical(phantom.volume)
+    consolidated = phantom.infection == CONSOLIDATION
+
+    # The classical mask leaves out the consolidation against the heart and on the diaphragm ...
+    assert (classical[consolidated] > 0).mean() < 0.85
+    # ... the guided one recovers most of it, and stays within the true lungs.
+    assert (labels[consolidated] > 0).mean() > 0.97
+    assert ((labels > 0) & (phantom.lungs == 0)).sum() < 0.002 * (phantom.lungs > 0).sum()
+    assert segmenter.info.sha256 == info.sha256
+    assert segmenter.info.name.endswith("+toy-net")
+    assert segmenter.info.kind == "network"
+
+
+def test_only_the_baseline_consolidation_that_touches_a_network_lesion_is_added():
+    network = np.zeros((10, 60, 60), dtype=np.uint8)
+    network[3:7, 10:20, 10:20] = GGO
+    baseline = np.zeros_like(network)
+    baseline[3:7, 20:30, 12:18] = CONSOLIDATION  # the dense core the network under-read, touching its lesion
+    baseline[3:7, 45:50, 45:50] = CONSOLIDATION  # a vessel far from any lesion
+    baseline[3:7, 12:15, 12:15] = GGO  # the baseline's GGO adds nothing
+
+    out = add_touching_consolidation(network, baseline)
+
+    assert (out[3:7, 20:30, 12:18] == CONSOLIDATION).all()
+    assert not out[:, 45:50, 45:50].any()
+    assert (out[3:7, 10:20, 10:20] == GGO).all()
+    np.testing.assert_array_equal(add_touching_consolidation(network, np.zeros_like(baseline)), network)
+
+
+def test_the_combined_infection_stage_stays_inside_the_lungs_and_names_both_methods():
+    volume, lungs = _chest()
+    volume.hu[5:10, 30:40, 20:30] = -20  # a consolidation in the lateral lung (far from the hilum)
+
+    class EverythingGGO:
+        info = ModelInfo(stage="infection", name="toy-infection", version="1.0", sha256="cd" * 32)
+
+        def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
+            return np.full(volume.shape, GGO, dtype=np.uint8)
+
+    stage = NetworkWithDenseCores(EverythingGGO())
+    labels = stage(volume, lungs)
+    assert not labels[lungs == 0].any()
+    assert (labels[5:10, 32:38, 22:28] == CONSOLIDATION).all()
+    assert stage.info.name == "toy-infection+hu-band-baseline"
+    assert stage.info.sha256 == "cd" * 32
+
+
+@pytest.mark.parametrize("side", [RIGHT, LEFT])
+def test_recovery_without_that_lung_in_the_classical_mask_adds_nothing(side):
+    volume, classical = _chest()
+    classical[classical == RIGHT] = 0 if side == RIGHT else RIGHT
+    guide = np.zeros_like(classical)
+    guide[4:16, 25:55, 130:150] = side
+    labels = recover_dense_lung(volume, classical, guide)
+    if side == RIGHT:
+        assert not labels.any()
+    else:
+        assert not (labels == LEFT).any()
