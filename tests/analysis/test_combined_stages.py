@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from analysis.phantoms import Severity, make_phantom, random_spec
-from analysis.pipeline.infection import CONSOLIDATION, GGO, NetworkWithDenseCores, add_touching_consolidation
+from analysis.pipeline.infection import (
+    CONSOLIDATION,
+    GGO,
+    NetworkWithDenseCores,
+    add_touching_consolidation,
+    drop_craniocaudal_partial_volume,
+)
 from analysis.pipeline.lungs import LEFT, RIGHT, NetworkGuidedLungSegmenter, recover_dense_lung
 from analysis.pipeline.result import ModelInfo
 from analysis.pipeline.volume import CTVolume
@@ -113,3 +119,20 @@ def test_recovery_without_that_lung_in_the_classical_mask_adds_nothing(side):
         assert not labels.any()
     else:
         assert not (labels == LEFT).any()
+
+
+def test_infection_at_the_lungs_craniocaudal_edge_stays_only_where_it_continues_into_the_lung():
+    lungs = np.zeros((6, 20, 20), dtype=bool)
+    lungs[1:5, 2:18, 2:18] = True
+    labels = np.zeros(lungs.shape, dtype=np.uint8)
+    labels[1, 3:6, 3:6] = GGO  # the base, over aerated lung: the dome's partial volume
+    labels[1:3, 10:14, 10:14] = CONSOLIDATION  # resting on the diaphragm and reaching up: an opacity
+    labels[4, 15:17, 15:17] = GGO  # the apex, under aerated lung
+    labels[2:4, 5:8, 12:15] = GGO  # inside the lung: never touched
+
+    out = drop_craniocaudal_partial_volume(labels, lungs)
+
+    assert not out[1, 3:6, 3:6].any()
+    assert not out[4, 15:17, 15:17].any()
+    assert (out[1:3, 10:14, 10:14] == CONSOLIDATION).all()
+    assert (out[2:4, 5:8, 12:15] == GGO).all()

@@ -151,9 +151,9 @@ def test_p001_slice_infection_area_separates_the_radiologists_infected_slices(re
     assert auc >= 0.90
 
 
-# The issue asks for 1 percentage point; cap001 (lobar pneumonia) reads 1.3 points higher at 10 mm
-# with the HU-band baseline: thick slabs widen vessels and the rim of its dense lobe past the opening.
-POI_SLAB_TOLERANCE = {"P001": 0.01, "cap001": 0.015}
+# The issue asks for 1 percentage point. cap001 (lobar pneumonia) read 1.3 points higher at 10 mm until
+# infection at the lungs' craniocaudal edge (the diaphragm dome's partial volume) was dropped: +0.8 now.
+POI_SLAB_TOLERANCE = {"P001": 0.01, "cap001": 0.01}
 
 
 @pytest.mark.realdata
