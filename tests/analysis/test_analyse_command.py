@@ -25,7 +25,15 @@ def test_json_has_every_measurement_and_slice_areas_keyed_by_sop_instance_uid(tm
 
     regions = {r["region"]: r for r in data["regions"]}
     assert {"both", "right", "left"} <= set(regions)
-    assert abs(regions["both"]["poi"] - phantom.truth.poi) < 0.02
+    # The command prints what the worker's pipeline measures on the same series ...
+    from analysis.execute import default_pipeline
+
+    direct = default_pipeline(load_volume(folder)).region("both")
+    assert regions["both"]["poi"] == pytest.approx(direct.poi, abs=1e-9)
+    assert regions["both"]["lung_volume_ml"] == pytest.approx(direct.lung_volume_ml, rel=1e-9)
+    # ... and near the truth on this coarse phantom (2.8 mm pixels, 10 mm slices; accuracy targets are
+    # checked on finer phantoms in test_pipeline_evidence).
+    assert abs(regions["both"]["poi"] - phantom.truth.poi) < 0.03
     assert data["pipeline_version"]
     assert data["models"]
     assert set(data["timings"]) >= {"lungs", "infection"}

@@ -173,7 +173,7 @@ def test_ten_millimetre_slabs_give_the_same_poi_and_lung_volume_as_the_thin_scan
 # The lung network guides the classical mask and the infection network is completed by the baseline's
 # dense cores (analysis.nets.segmenters.pipeline_stages). They meet the phantom targets the classical
 # methods miss; they are not the default because 10 mm slabs of real scans read higher than the thin scan
-# (cap001 +2.9 points; model card), which the thick-section method cannot accept.
+# (cap001 +2.0 points; model card), which the thick-section method cannot accept.
 
 
 @pytest.fixture(scope="module")
