@@ -110,7 +110,8 @@ def test_p001_pushed_over_dicom_is_ingested_whole(listener, team_a):
     assert set(statuses) == {0x0000}
     series = wait_for(lambda: Series.objects.filter(status=SeriesStatus.READY).first(), timeout=60)
     assert series.slice_count == len(files) == 148
-    assert AnalysisRun.objects.filter(series=series).exists()
+    # The run is queued once the READY series is committed: a moment after the status can be seen.
+    assert wait_for(lambda: AnalysisRun.objects.filter(series=series).exists(), timeout=30)
     print(f"P001: {len(files)} images sent over C-STORE in {sent:.2f} s")
 
 
