@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from analysis.pipeline.errors import PipelineError
-from analysis.pipeline.result import ModelInfo
+from analysis.pipeline.result import ModelInfo, combined_info, info_of
 from analysis.pipeline.volume import CTVolume
 
 GGO, CONSOLIDATION = 1, 2
@@ -106,14 +106,8 @@ class NetworkWithDenseCores:
     def __init__(self, network: Callable[[CTVolume, np.ndarray], np.ndarray], baseline: HUBandBaseline | None = None):
         self.network = network
         self.baseline = baseline or HUBandBaseline()
-        net = getattr(network, "info", None) or ModelInfo(stage="infection", name=type(network).__name__, version="")
-        self.info = ModelInfo(
-            stage="infection",
-            name=f"{net.name}+{self.baseline.info.name}",
-            version=net.version,
-            sha256=net.sha256,
-            kind="network",
-        )
+        net = info_of(network, "infection")
+        self.info = combined_info("infection", f"{net.name}+{self.baseline.info.name}", net)
 
     def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
         labels = np.where(lungs > 0, np.asarray(self.network(volume, lungs)), 0).astype(np.uint8)
@@ -153,7 +147,7 @@ def segment_infection(
         raise PipelineError("the infection segmenter must return labels 0 (none), 1 (GGO) and 2 (consolidation)")
     labels = np.where(lungs > 0, labels, 0).astype(np.uint8)
     labels = drop_craniocaudal_partial_volume(labels, lungs > 0)
-    info = getattr(segmenter, "info", None) or ModelInfo(stage="infection", name=type(segmenter).__name__, version="")
+    info = info_of(segmenter, "infection")
     return InfectionSegmentation(labels=labels, model=info)
 
 

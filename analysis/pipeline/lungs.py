@@ -34,7 +34,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from analysis.pipeline.errors import NO_LUNGS_MESSAGE, PipelineError
-from analysis.pipeline.result import ModelInfo
+from analysis.pipeline.result import ModelInfo, combined_info, info_of
 from analysis.pipeline.volume import CTVolume
 
 RIGHT, LEFT = 1, 2
@@ -125,15 +125,8 @@ class NetworkGuidedLungSegmenter(LungSegmenter):
         self.network = network
         self.classical = classical or ClassicalLungSegmenter()
         self.warnings: list[str] = []
-        net = getattr(network, "info", None) or ModelInfo(stage="lungs", name=type(network).__name__, version="")
-        # Recorded with every run: the network's own name, version and sha256, marked as guiding the classical mask.
-        self.info = ModelInfo(
-            stage="lungs",
-            name=f"{self.classical.info.name}+{net.name}",
-            version=net.version,
-            sha256=net.sha256,
-            kind="network",
-        )
+        net = info_of(network, "lungs")
+        self.info = combined_info("lungs", f"{self.classical.info.name}+{net.name}", net)
 
     def __call__(self, volume: CTVolume) -> np.ndarray:
         labels = self.classical(volume)
@@ -200,7 +193,7 @@ def segment_lungs(volume: CTVolume, segmenter: Callable[[CTVolume], np.ndarray] 
     labels = labels.astype(np.uint8)
     if np.count_nonzero(labels) * volume.voxel_volume_ml < MIN_LUNGS_ML:
         raise PipelineError(NO_LUNGS_MESSAGE)
-    info = getattr(segmenter, "info", None) or ModelInfo(stage="lungs", name=type(segmenter).__name__, version="")
+    info = info_of(segmenter, "lungs")
     return LungSegmentation(labels=labels, model=info, warnings=list(getattr(segmenter, "warnings", [])))
 
 

@@ -41,6 +41,16 @@ class ModelInfo:
     kind: str = "network"  # "network" | "classical" | "baseline"
 
 
+def info_of(component: object, stage: str) -> ModelInfo:
+    """The ModelInfo a segmenter carries, or one named after its class when it has none."""
+    return getattr(component, "info", None) or ModelInfo(stage=stage, name=type(component).__name__, version="")
+
+
+def combined_info(stage: str, name: str, network: ModelInfo) -> ModelInfo:
+    """A network combined with a classical rule, recorded as `name` with the network's version and sha256."""
+    return ModelInfo(stage=stage, name=name, version=network.version, sha256=network.sha256, kind="network")
+
+
 @dataclass(frozen=True)
 class RegionResult:
     region: str
