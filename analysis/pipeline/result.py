@@ -99,6 +99,7 @@ class CoronaResult:
     slices_with_lung: int
     positive_ratio: float  # positive slices / slices with lung
     corona_score_ml: float  # sum of the Grad-CAM heat map x voxel volume
+    heat_slab_mm: float  # thickness of the slabs the heat maps were computed on (analysis.pipeline.heatmaps)
 
 
 @dataclass

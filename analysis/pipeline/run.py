@@ -10,36 +10,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
 
 import numpy as np
 
-from analysis.pipeline.corona import SLICE_THRESHOLD, corona_score, positive_ratio
+from analysis.pipeline.corona import SLICE_THRESHOLD
+from analysis.pipeline.heatmaps import SliceClassifier, read_heat_maps
 from analysis.pipeline.infection import segment_infection
 from analysis.pipeline.lungs import segment_lungs
 from analysis.pipeline.measure import measure_regions, measure_slices
 from analysis.pipeline.opacities import find_opacities
-from analysis.pipeline.result import CoronaResult, ModelInfo, PipelineResult
+from analysis.pipeline.result import PipelineResult
 from analysis.pipeline.version import PIPELINE_VERSION
 from analysis.pipeline.volume import CTVolume
 
 STAGES = ("lungs", "infection", "measure", "opacities", "heatmaps")
-
-
-class SliceClassifier(Protocol):
-    """P(abnormal) per slice and Grad-CAM heat maps of chosen slices (analysis.nets.segmenters.SliceClassifier)."""
-
-    info: ModelInfo
-
-    def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray: ...
-
-    def heat_maps(
-        self,
-        volume: CTVolume,
-        lungs: np.ndarray,
-        slices: np.ndarray | None = None,
-        weights: np.ndarray | None = None,
-    ) -> np.ndarray: ...
 
 
 THICK_SLICE_MM = 8.0  # above this, small opacities blur into the lung: say so
@@ -87,20 +71,8 @@ def run_pipeline(
     corona, heat, models = None, None, [lungs.model, infection.model]
     if classifier is not None:
         start = stage("heatmaps")
-        # Heat maps only for the positive slices, as the published system does: it is also what keeps
-        # Grad-CAM within the time budget. Each map is weighted by its slice's P(abnormal), so a slab
-        # that averages a lesion with normal lung adds less heat per slice, as its thinner slices would.
-        probabilities = np.asarray(classifier(volume, lungs.labels), dtype=np.float32)
+        probabilities, corona, heat = read_heat_maps(volume, lungs.labels, classifier, slice_threshold)
         has_lung = lungs.labels.reshape(len(lungs.labels), -1).any(axis=1)
-        positive = np.flatnonzero((probabilities > slice_threshold) & has_lung)
-        heat = classifier.heat_maps(volume, lungs.labels, positive, probabilities)
-        corona = CoronaResult(
-            slice_threshold=slice_threshold,
-            positive_slices=len(positive),
-            slices_with_lung=int(np.count_nonzero(has_lung)),
-            positive_ratio=positive_ratio(probabilities, has_lung, slice_threshold),
-            corona_score_ml=corona_score(heat, volume.spacing),
-        )
         slices = [
             replace(s, abnormal_probability=float(probabilities[s.index])) if has_lung[s.index] else s for s in slices
         ]

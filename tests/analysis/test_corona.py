@@ -8,6 +8,8 @@ import pytest
 from analysis.nets.segmenters import load_segmenters
 from analysis.phantoms import Severity, make_phantom, random_spec
 from analysis.pipeline.corona import corona_score, positive_ratio, relative_score
+from analysis.pipeline.heatmaps import average_slabs, heat_weight, read_heat_maps, slab_index
+from analysis.pipeline.volume import CTVolume
 
 
 def test_corona_score_is_heat_times_voxel_volume_whatever_the_slice_thickness():
@@ -63,3 +65,52 @@ def test_repeated_heat_maps_give_the_same_maps_without_piling_up_hooks_on_the_ne
     second = classifier.heat_maps(phantom.volume, phantom.lungs)
     np.testing.assert_array_equal(first, second)
     assert len(classifier.net.layer4._forward_hooks) == 1
+
+
+def test_thin_slices_are_grouped_into_slabs_of_the_reference_thickness_and_a_short_last_slab_is_kept():
+    assert slab_index(10, 2.5).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    assert slab_index(5, 10.0).tolist() == [0, 1, 2, 3, 4]
+    assert slab_index(4, 12.0).tolist() == [0, 1, 2, 3]
+    assert slab_index(6, 3.0).tolist() == [0, 0, 0, 1, 1, 1]  # 9 mm: the nearest whole number of slices
+    with pytest.raises(ValueError, match="positive"):
+        slab_index(4, 0.0)
+
+
+def test_a_slab_is_the_mean_of_its_slices_and_its_lungs_are_their_union():
+    hu = np.zeros((5, 4, 4), dtype=np.int16)
+    hu[:, 0, 0] = [-1000, -800, -600, -400, 100]
+    lungs = np.zeros((5, 4, 4), dtype=np.uint8)
+    lungs[1, 1, 1] = 1
+    lungs[2, 2, 2] = 2
+    volume = CTVolume(hu=hu, spacing=(2.5, 1.0, 1.0))
+    slabs, slab_lungs = average_slabs(volume, lungs, slab_index(5, 2.5))
+    assert slabs.shape == (2, 4, 4)
+    assert slabs.spacing == (10.0, 1.0, 1.0)
+    assert slabs.hu[:, 0, 0].tolist() == [-700, 100]
+    assert slab_lungs[0, 1, 1]
+    assert slab_lungs[0, 2, 2]
+    assert not slab_lungs[1].any()
+
+
+def test_heat_counts_in_proportion_to_p_abnormal_across_the_ramp_with_no_jump_at_the_threshold():
+    weights = heat_weight(np.array([0.0, 0.4, 0.49, 0.51, 0.6, 0.8, 1.0]))
+    np.testing.assert_allclose(weights, [0.0, 0.0, 0.225, 0.275, 0.5, 1.0, 1.0], atol=1e-6)
+
+
+def test_heat_of_a_thin_scan_is_computed_per_slab_and_spread_over_the_slab_s_slices():
+    classifier = load_segmenters()["classifier"]
+    phantom = make_phantom(random_spec(9101, Severity.SEVERE), slice_thickness_mm=5.0, pixel_spacing_mm=2.0, matrix=192)
+    lungs = phantom.lungs
+    probabilities, corona, heat = read_heat_maps(phantom.volume, lungs, classifier)
+
+    np.testing.assert_allclose(probabilities, classifier(phantom.volume, lungs), atol=1e-6)
+    assert corona.heat_slab_mm == 10.0
+    assert corona.corona_score_ml == pytest.approx(corona_score(heat, phantom.volume.spacing))
+    assert corona.corona_score_ml > 0
+    assert not heat[lungs == 0].any()
+    # The two 5 mm slices of a slab share its map wherever both hold lung.
+    n = len(lungs) // 2 * 2
+    both = (lungs[0:n:2] > 0) & (lungs[1:n:2] > 0)
+    np.testing.assert_array_equal(heat[0:n:2][both], heat[1:n:2][both])
+    has_lung = lungs.reshape(len(lungs), -1).any(axis=1)
+    assert corona.positive_slices == np.count_nonzero((probabilities > corona.slice_threshold) & has_lung)

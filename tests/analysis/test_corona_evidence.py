@@ -15,10 +15,10 @@ import pytest
 
 from analysis.nets.segmenters import load_segmenters
 from analysis.phantoms import Severity, make_phantom, patient_course, random_spec
-from analysis.pipeline.corona import positive_ratio, relative_score
-from analysis.pipeline.run import run_pipeline
-from analysis.pipeline.volume import CTVolume, load_volume
-from analysis.training.datasets import read_slice_labels
+from analysis.pipeline.corona import relative_score
+from analysis.pipeline.heatmaps import read_heat_maps
+from analysis.pipeline.volume import CTVolume, load_volume, to_thick_slabs
+from analysis.training.datasets import classical_lungs, read_slice_labels
 from analysis.training.trainer import auc
 from patients.models import SUSPECTED_RATIO_THRESHOLD
 from tests.conftest import ctdata_path
@@ -30,26 +30,13 @@ def classifier():
 
 
 def _read_out(classifier, volume: CTVolume, lungs: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """(P(abnormal) per slice, positive ratio, corona score in mL) the way the pipeline computes them."""
-    result = run_pipeline(volume, lung_segmenter=lambda v: lungs, classifier=classifier)
-    probabilities = np.array([s.abnormal_probability or 0.0 for s in result.slices], dtype=np.float32)
-    return probabilities, result.corona.positive_ratio, result.corona.corona_score_ml
+    """(P(abnormal) per slice, positive ratio, corona score in mL), by the pipeline's heat-map stage."""
+    probabilities, corona, _ = read_heat_maps(volume, lungs, classifier)
+    return probabilities, corona.positive_ratio, corona.corona_score_ml
 
 
-UNMET = "the classifier fires on different shares of slices at 2.5 and 10 mm (2026-11-28: {})"
-
-
-@pytest.mark.parametrize(
-    ("seed", "severity"),
-    [
-        pytest.param(
-            9100, Severity.MODERATE, marks=pytest.mark.xfail(strict=True, reason=UNMET.format("+40 %, 250 -> 350 mL"))
-        ),
-        pytest.param(
-            9101, Severity.SEVERE, marks=pytest.mark.xfail(strict=True, reason=UNMET.format("+17 %, 262 -> 307 mL"))
-        ),
-    ],
-)
+# Measured 2026-11-28 (mL, 2.5 / 10 mm): 9100 378 / 378, 9101 272 / 281.
+@pytest.mark.parametrize(("seed", "severity"), [(9100, Severity.MODERATE), (9101, Severity.SEVERE)])
 def test_corona_score_of_a_phantom_at_2_5_and_10_mm_agrees_within_10_percent(classifier, seed, severity):
     scores = {}
     for thickness in (2.5, 10.0):
@@ -72,20 +59,26 @@ def test_relative_corona_score_rises_while_the_lesions_of_a_phantom_patient_grow
     assert relative_score(scores[1], scores[0]) > 1.1, scores
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=4)
 def _real_case(name: str) -> tuple[CTVolume, np.ndarray]:
-    from analysis.training.datasets import classical_lungs
-
     volume = load_volume(ctdata_path("covid-ct-md", name))
     return volume, classical_lungs(volume)
 
 
+@lru_cache(maxsize=8)
+def _real_read_out(name: str, slices_per_slab: int = 1) -> tuple[np.ndarray, float, float]:
+    volume, lungs = _real_case(name)
+    if slices_per_slab > 1:
+        volume = to_thick_slabs(volume, slices_per_slab)
+        lungs = classical_lungs(volume)
+    return _read_out(load_segmenters()["classifier"], volume, lungs)
+
+
 @pytest.mark.realdata
 @pytest.mark.xfail(strict=True, reason="slice-resnet2d 1.0 reaches AUC 0.878 on P001 (2026-11-28); target 0.95")
-def test_p001_slice_probabilities_reach_auc_095_against_its_labels(classifier):
-    volume, lungs = _real_case("P001")
-    labels = read_slice_labels(ctdata_path("covid-ct-md", "P001_slice_labels.csv"), volume)
-    probabilities = classifier(volume, lungs)
+def test_p001_slice_probabilities_reach_auc_095_against_its_labels():
+    labels = read_slice_labels(ctdata_path("covid-ct-md", "P001_slice_labels.csv"), _real_case("P001")[0])
+    probabilities = _real_read_out("P001")[0]
     known = labels >= 0
     assert auc(probabilities[known], labels[known]) >= 0.95
 
@@ -94,9 +87,23 @@ def test_p001_slice_probabilities_reach_auc_095_against_its_labels(classifier):
 @pytest.mark.parametrize(
     ("name", "suspected"), [("normal001", False), ("normal002", False), ("P001", True), ("cap001", True)]
 )
-def test_normal_scans_are_not_flagged_and_pneumonia_scans_are(classifier, name, suspected):
-    volume, lungs = _real_case(name)
-    probabilities = classifier(volume, lungs)
-    has_lung = lungs.reshape(len(lungs), -1).any(axis=1)
-    ratio = positive_ratio(probabilities, has_lung)
+def test_normal_scans_are_not_flagged_and_pneumonia_scans_are(name, suspected):
+    ratio = _real_read_out(name)[1]
     assert (ratio >= SUSPECTED_RATIO_THRESHOLD) is suspected, ratio
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["P001", "cap001"])
+def test_corona_score_of_a_real_scan_and_of_its_10_mm_slabs_agree_within_10_percent(name):
+    # Measured 2026-11-28 (mL, 2 mm / 10 mm): P001 1300 / 1332, cap001 2764 / 2755.
+    thin, thick = _real_read_out(name)[2], _real_read_out(name, 5)[2]
+    assert thin > 0
+    assert thick == pytest.approx(thin, rel=0.10)
+
+
+@pytest.mark.realdata
+def test_normal_lungs_score_a_small_fraction_of_what_pneumonia_scores():
+    # Measured 2026-11-28 (mL): normal001 108, normal002 86; P001 1300, cap001 2764.
+    normals = [_real_read_out(name)[2] for name in ("normal001", "normal002")]
+    pneumonia = [_real_read_out(name)[2] for name in ("P001", "cap001")]
+    assert max(normals) < 0.2 * min(pneumonia), (normals, pneumonia)
