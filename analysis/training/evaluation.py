@@ -75,20 +75,33 @@ def evaluate_slices(
     fold: tuple[int, int] | None = None,
     out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Per-image and mean Dice of the infection network (or the HU baseline) on a folder of 2-D slices."""
+    """Per-image and mean Dice of the infection network on a folder of 2-D slices.
+
+    `method`: "network" (alone), "combined" (completed by the HU baseline's dense cores, as
+    analysis.nets.segmenters.pipeline_stages runs it) or "baseline" (the HU band alone).
+    """
     planes = read_medseg2d(images_dir, masks_dir, fold=fold, part="test")
     started = time.perf_counter()
-    if method == "network":
+    if method in ("network", "combined"):
         from analysis.nets.segmenters import InfectionNetSegmenter
 
         segmenter = InfectionNetSegmenter.from_weights(model_dir)
         predictions = segmenter.segment_planes(planes.images)
         model = {"name": segmenter.info.name, "version": segmenter.info.version, "sha256": segmenter.info.sha256}
+        if method == "combined":
+            # As the pipeline's combination runs it: the baseline's dense pieces touching a network lesion join it.
+            from analysis.pipeline.infection import add_touching_consolidation
+
+            predictions = [
+                add_touching_consolidation(pred[None], dense[None])[0]
+                for pred, dense in zip(predictions, baseline_planes(planes.images), strict=True)
+            ]
+            model["name"] += "+hu-band-baseline"
     elif method == "baseline":
         predictions = baseline_planes(planes.images)
         model = {"name": "hu-band-baseline", "version": "1.0", "sha256": ""}
     else:
-        raise ValueError(f"unknown method {method!r}: network or baseline")
+        raise ValueError(f"unknown method {method!r}: network, combined or baseline")
     seconds = time.perf_counter() - started
     per_image = []
     for name, pred, truth in zip(planes.ids, predictions, planes.masks, strict=True):
@@ -142,7 +155,7 @@ def analyse_series(volume: CTVolume, *, model_dir: Path | None, method: str) -> 
     elif method == "baseline":
         lung_segmenter, infection_segmenter = ClassicalLungSegmenter(), HUBandBaseline()
     else:
-        raise ValueError(f"unknown method {method!r}: network or baseline")
+        raise ValueError(f"unknown method {method!r}: network, combined or baseline")
     started = time.perf_counter()
     lungs = lung_segmenter(volume)
     seconds["lungs"] = time.perf_counter() - started

@@ -406,3 +406,35 @@ def _write_slice_labels(paths, infected, csv_path) -> None:
         writer.writerow(["file", "sop_instance_uid", "infected"])
         for z, path in enumerate(paths):
             writer.writerow([path.name, pydicom.dcmread(path).SOPInstanceUID, int(infected[z])])
+
+
+def test_evaluate_slices_combined_adds_the_baseline_dense_cores_that_touch_a_network_lesion(tmp_path, capsys):
+    import json
+
+    folder = tmp_path / "slices"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        # Soft tissue around aerated lung holding a dense 16 mm lesion (0.8 mm pixels), in the posterior
+        # lung: the baseline leaves thinner structures and the hilum to the network.
+        image = rng.normal(214, 3, (128, 128))
+        image[16:112, 10:118] = rng.normal(44, 3, (96, 108))
+        image[86:106, 40 + i : 60 + i] = 214
+        mask = np.zeros(image.shape, np.uint8)
+        mask[86:106, 40 + i : 60 + i] = 2
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / "images" / f"{i}.jpg")
+        Image.fromarray(mask).save(folder / "masks" / f"{i}.png")
+    _ggo_everywhere_weights(tmp_path / "models")
+    images, masks, models = folder / "images", folder / "masks", str(tmp_path / "models")
+    call_command("evaluate-slices", str(images), str(masks), "--method", "baseline", "--out", str(tmp_path / "base"))
+    call_command("evaluate-slices", str(images), str(masks), "--model-dir", models, "--method", "combined",
+                 "--out", str(tmp_path / "comb"), "--json")  # fmt: skip
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{") :])
+    assert result["model"]["name"] == "infection-unet2d+hu-band-baseline"
+    for i in range(3):
+        baseline = np.array(Image.open(tmp_path / "base" / f"{i}.png"))
+        combined = np.array(Image.open(tmp_path / "comb" / f"{i}.png"))
+        assert (baseline == 2).sum() > 40  # the lesion is dense enough for the baseline
+        np.testing.assert_array_equal(combined, np.where(baseline == 2, 2, 1))

@@ -31,7 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--out", type=Path, default=None, help="write predicted masks (PNG, 0/1/2) here")
         parser.add_argument("--json", action="store_true", help="print one JSON document")
         parser.add_argument("--model-dir", type=Path, default=None, help="weights folder (default MODEL_DIR)")
-        parser.add_argument("--method", choices=["network", "baseline"], default="network")
+        parser.add_argument("--method", choices=["network", "combined", "baseline"], default="network")
         parser.add_argument("--fold", default=None, metavar="K/N", help="only the test part of fold K of N")
         parser.add_argument("--threads", type=int, default=0)
 
