@@ -13,6 +13,7 @@ from patients.models import Cohort
 
 from .choices import RunStatus
 from .models import AnalysisRun, Opacity, RegionMeasurement, SeverityModel
+from .pipeline.result import REGION_SCHEME
 from .runs import is_suspected, relative_corona_score
 from .severity import active_model, predict
 
@@ -58,11 +59,16 @@ class AnalysisRunSerializer(serializers.ModelSerializer):
     regions = RegionMeasurementSerializer(many=True, read_only=True)
     opacities = OpacitySerializer(many=True, read_only=True)
     relative_corona_score = serializers.SerializerMethodField()
+    region_scheme = serializers.SerializerMethodField()
     suspected = serializers.SerializerMethodField()
     severity = serializers.SerializerMethodField()
 
     def get_relative_corona_score(self, run: AnalysisRun) -> float | None:
         return relative_corona_score(run)
+
+    def get_region_scheme(self, run: AnalysisRun) -> dict:
+        """What the zone regions are (every pipeline version so far: thirds of each lung, no lobes)."""
+        return REGION_SCHEME
 
     def get_suspected(self, run: AnalysisRun) -> bool | None:
         return is_suspected(run)
@@ -113,6 +119,7 @@ class AnalysisRunSerializer(serializers.ModelSerializer):
             "suspected",
             "severity",
             "warnings",
+            "region_scheme",
             "regions",
             "opacities",
         ]

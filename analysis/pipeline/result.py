@@ -25,6 +25,13 @@ REGIONS: tuple[str, ...] = (
     "left_lower",
 )
 ZONES: tuple[str, ...] = REGIONS[3:]
+# What the sub-lung regions are, recorded with every result: zones, not lobes. Lobes need a lobe
+# segmentation model, which the pipeline does not have yet; a lobe model would add its own regions.
+REGION_SCHEME = {
+    "kind": "zones",
+    "lobes": False,
+    "definition": "upper, middle and lower third of each lung's craniocaudal extent; no lobe model",
+}
 
 LUNG_LABELS = {1: "right", 2: "left"}
 INFECTION_LABELS = {1: "ggo", 2: "consolidation"}
@@ -138,6 +145,7 @@ class PipelineResult:
             "timings": self.timings,
             "spacing_mm": list(self.spacing),
             "ct_severity_score": self.ct_severity_score,
+            "region_scheme": REGION_SCHEME,
             "regions": [asdict(r) for r in self.regions],
             "opacities": [asdict(o) for o in self.opacities],
             "slices": [asdict(s) for s in self.slices],

@@ -25,6 +25,8 @@ def test_json_has_every_measurement_and_slice_areas_keyed_by_sop_instance_uid(tm
 
     regions = {r["region"]: r for r in data["regions"]}
     assert {"both", "right", "left"} <= set(regions)
+    # Zones, not lobes, and the output says so.
+    assert (data["region_scheme"]["kind"], data["region_scheme"]["lobes"]) == ("zones", False)
     # The command prints what the worker's pipeline measures on the same series ...
     from analysis.execute import default_pipeline
 

@@ -129,6 +129,7 @@ def test_a_run_shows_the_pipelines_results_with_regions_and_opacities(clinician,
     }
     assert body["patient"] == phantom_series.study.patient_id
     assert [r["region"] for r in body["regions"]] == [m.region for m in run.regions.order_by("id")]
+    assert (body["region_scheme"]["kind"], body["region_scheme"]["lobes"]) == ("zones", False)
     both = next(r for r in body["regions"] if r["region"] == "both")
     assert (both["poi"], both["lung_volume_ml"]) == (run.poi, run.lung_volume_ml)
     volumes = [o["volume_ml"] for o in body["opacities"]]

@@ -217,6 +217,7 @@ def test_series_page_shows_geometry_and_results(as_user, clinician, ward):
         "3.25",
         "9 / 30",
         "Image viewer",
+        "not lobes: the pipeline has no lobe model yet",
     ):
         assert text in content, text
     regions = [m.region for m in response.context["results"].regions]
