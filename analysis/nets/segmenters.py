@@ -203,11 +203,18 @@ class SliceClassifier(_LungCropStage):
 
     @torch.inference_mode()
     def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
+        """P(abnormal) per slice: the mean of the network's reading of each slice and of its mirror image.
+
+        Half of the training views were mirrored left-right, so both readings are in distribution, and
+        their mean is steadier than either: P001 slice AUC 0.891 (one reading 0.878), cap001 0.946
+        (0.925); normal slices read positive fall from 24 % / 11 % to 19 % / 9 % (model card).
+        """
         probs = np.zeros(volume.shape[0], dtype=np.float32)
         zs, _, inputs = self.crop_inputs(volume, lungs)
         for start in range(0, len(inputs), self.batch_size * 2):
             batch = inputs[start : start + self.batch_size * 2]
-            probs[zs[start : start + len(batch)]] = torch.sigmoid(self.net(batch)[:, 0]).numpy()
+            both = torch.sigmoid(self.net(torch.cat([batch, batch.flip(-1)]))[:, 0]).numpy()
+            probs[zs[start : start + len(batch)]] = (both[: len(batch)] + both[len(batch) :]) / 2
         return probs
 
     def heat_maps(

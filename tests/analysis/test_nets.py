@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -106,6 +108,9 @@ def test_slice_classifier_gives_a_probability_per_slice_and_zero_without_lung(ph
     has_lung = phantom.lungs.any(axis=(1, 2))
     assert ((probs > 0) & (probs < 1))[has_lung].all()
     assert (probs[~has_lung] == 0).all()
+    # Each slice is read as it is and mirrored left-right, so a mirrored scan reads the same.
+    mirrored = replace(phantom.volume, hu=np.ascontiguousarray(phantom.volume.hu[:, :, ::-1]))
+    np.testing.assert_allclose(classifier(mirrored, phantom.lungs[:, :, ::-1].copy()), probs, atol=1e-5)
 
 
 def test_segmenters_load_verified_weights_and_refuse_other_versions(phantom, tmp_path):

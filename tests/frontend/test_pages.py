@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from analysis.choices import RunStatus
 from patients.choices import SeriesStatus
-from patients.models import Upload
+from patients.models import SUSPECTED_RATIO_THRESHOLD, Upload
 from tests.conftest import PASSWORD
 
 from .records import add_results, make_patient, make_run, make_series, make_study
@@ -446,7 +446,7 @@ def test_team_admin_sets_the_suspected_threshold_and_the_flag_follows(as_user, t
     settings_url = reverse("team-settings", args=["team-a"])
     admin = as_user(team_admin)
     page = admin.get(settings_url).content.decode()
-    assert 'value="0.27"' in page
+    assert f'value="{SUSPECTED_RATIO_THRESHOLD}"' in page
 
     refused = admin.post(settings_url, {"suspected_ratio_threshold": "1.5"})
     assert "less than or equal to 1" in refused.content.decode()
@@ -463,5 +463,5 @@ def test_only_a_teams_admins_reach_its_settings(as_user, clinician, outsider, te
     assert as_user(clinician).get(url).status_code == 403
     assert as_user(clinician).post(url, {"suspected_ratio_threshold": "0.9"}).status_code == 403
     team_a.refresh_from_db()
-    assert team_a.suspected_ratio_threshold == pytest.approx(0.27)
+    assert team_a.suspected_ratio_threshold == pytest.approx(SUSPECTED_RATIO_THRESHOLD)
     assert as_user(outsider).get(url).status_code == 404

@@ -1,0 +1,41 @@
+"""The data migration that moved the suspected-threshold default: teams on the old default move, a
+value a team admin chose stays, and the way back restores the old default."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+BEFORE = [("patients", "0003_radiology_reports_lexicon_tolerances")]
+AFTER = [("patients", "0004_suspected_threshold_for_mirrored_reading")]
+
+
+def _migrate(target):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(target)
+    return executor.loader.project_state(target).apps
+
+
+@pytest.mark.django_db(transaction=True)
+def test_teams_on_the_old_default_move_to_the_new_one_and_chosen_values_stay():
+    try:
+        apps = _migrate(BEFORE)
+        team = apps.get_model("patients", "Team")
+        team.objects.create(name="Default ward", slug="default-ward", suspected_ratio_threshold=0.27)
+        team.objects.create(name="Strict ward", slug="strict-ward", suspected_ratio_threshold=0.4)
+
+        team = _migrate(AFTER).get_model("patients", "Team")
+        assert team.objects.get(slug="default-ward").suspected_ratio_threshold == pytest.approx(0.22)
+        assert team.objects.get(slug="strict-ward").suspected_ratio_threshold == pytest.approx(0.4)
+
+        team = _migrate(BEFORE).get_model("patients", "Team")
+        assert team.objects.get(slug="default-ward").suspected_ratio_threshold == pytest.approx(0.27)
+    finally:
+        _migrate(_migrate_leaf())
+
+
+def _migrate_leaf():
+    executor = MigrationExecutor(connection)
+    return executor.loader.graph.leaf_nodes()
