@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from analysis.pipeline.infection import HUBandBaseline, add_touching_consolidation
 from analysis.pipeline.volume import CTVolume, load_volume
 from analysis.training.datasets import read_medseg2d, read_slice_labels
 from analysis.training.trainer import auc, dice
@@ -48,8 +49,6 @@ def slice_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
 def baseline_planes(hu_planes: list[np.ndarray], pixel_mm: float = 0.8) -> list[np.ndarray]:
     """HU-band baseline on lung-cropped 2-D planes, inside a rough 2-D lung mask (air not touching the border)."""
     from scipy import ndimage
-
-    from analysis.pipeline.infection import HUBandBaseline
 
     baseline = HUBandBaseline()
     out = []
@@ -90,16 +89,14 @@ def evaluate_slices(
         model = {"name": segmenter.info.name, "version": segmenter.info.version, "sha256": segmenter.info.sha256}
         if method == "combined":
             # As the pipeline's combination runs it: the baseline's dense pieces touching a network lesion join it.
-            from analysis.pipeline.infection import add_touching_consolidation
-
             predictions = [
                 add_touching_consolidation(pred[None], dense[None])[0]
                 for pred, dense in zip(predictions, baseline_planes(planes.images), strict=True)
             ]
-            model["name"] += "+hu-band-baseline"
+            model["name"] += f"+{HUBandBaseline.info.name}"
     elif method == "baseline":
         predictions = baseline_planes(planes.images)
-        model = {"name": "hu-band-baseline", "version": "1.0", "sha256": ""}
+        model = {"name": HUBandBaseline.info.name, "version": HUBandBaseline.info.version, "sha256": ""}
     else:
         raise ValueError(f"unknown method {method!r}: network, combined or baseline")
     seconds = time.perf_counter() - started
@@ -136,7 +133,6 @@ class SeriesAnalysis:
 
 def analyse_series(volume: CTVolume, *, model_dir: Path | None, method: str) -> SeriesAnalysis:
     """Lungs and infection (and the classifier when its weights exist) of one volume by `method`."""
-    from analysis.pipeline.infection import HUBandBaseline
     from analysis.pipeline.lungs import ClassicalLungSegmenter
 
     seconds = {}
@@ -155,7 +151,7 @@ def analyse_series(volume: CTVolume, *, model_dir: Path | None, method: str) -> 
     elif method == "baseline":
         lung_segmenter, infection_segmenter = ClassicalLungSegmenter(), HUBandBaseline()
     else:
-        raise ValueError(f"unknown method {method!r}: network, combined or baseline")
+        raise ValueError(f"unknown method {method!r}: network or baseline")
     started = time.perf_counter()
     lungs = lung_segmenter(volume)
     seconds["lungs"] = time.perf_counter() - started

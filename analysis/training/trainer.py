@@ -105,7 +105,7 @@ def sampling_weights(data: SliceSet, real_share: float = 0.0) -> np.ndarray:
     planes = np.array(["medseg2d:" in g for g in data.groups])
     # Real scans labelled per slice: neither lesion hosts nor volumes with masks (their labels are all real).
     real = np.array([g.startswith("dicom:") for g in data.groups]) & ~data.synthesize
-    shares = {"planes": (planes, PLANES_SHARE), "real": (real & ~planes, real_share if real_share > 0 else 0.0)}
+    shares = {"planes": (planes, PLANES_SHARE), "real": (real & ~planes, real_share)}
     weights = np.ones(len(data))
     rest = np.ones(len(data), bool)
     taken = 0.0
