@@ -50,6 +50,9 @@ class WeightMetadata:
     # True only when the measured targets beat the classical / baseline method (see MODEL_CARD.md):
     # then the worker uses this network by default.
     pipeline_default: bool = False
+    # Slice classifier only: subtracted from the logit before the sigmoid, so that P(abnormal) = 0.5 sits
+    # at the operating point the training run chose on its validation normal slices (trainer.calibrate_logit_offset).
+    logit_offset: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,8 @@ class TrainConfig:
     slab_p: float = 0.35  # share of samples averaged into slabs: most stay thin (see slab_members)
     real_share: float = 0.0  # share of each batch drawn from real slice-labelled scans (0: by count)
     size: int = 0  # network input size (0: the task's default)
+    # Classifier: share of the validation normal slices that must read P(abnormal) <= 0.5 (calibrate_logit_offset).
+    specificity: float = 0.9
     training_data: list[str] = field(default_factory=list)
 
     def architecture(self) -> dict[str, Any]:
@@ -381,6 +383,53 @@ def evaluate(net: nn.Module, batches: list[tuple[torch.Tensor, ...]], task: str)
     }
 
 
+# Fewer validation normal slices than this: the quantile would be noise, the offset stays 0.
+MIN_CALIBRATION_SLICES = 20
+
+
+@torch.inference_mode()
+def calibrate_logit_offset(
+    net: nn.Module, batches: list[tuple[torch.Tensor, ...]], specificity: float
+) -> tuple[float, int]:
+    """(logit offset, number of normal slices used) that puts P(abnormal) = 0.5 at `specificity` on the
+    normal slices of `batches`, read as the pipeline reads them (each view and its mirror image).
+
+    Why: seeds of the same recipe rank slices alike (AUC within a few points) but their outputs sit
+    at very different levels (measured: one seed read 19 % of a normal scan's slices positive, another
+    99 %), and the positive share, the *suspected* flag and the heat-map weights all read P against
+    fixed levels. The mean of the two readings, sigmoid(a - o) + sigmoid(b - o) = 1 exactly when
+    o = (a + b) / 2, so the offset is a quantile of the mean logit over the normal slices.
+    """
+    if not 0.0 < specificity < 1.0:
+        raise ValueError(f"specificity must lie between 0 and 1, not {specificity}")
+    net.eval()
+    means = []
+    for x, _, abnormal in batches:
+        normal = abnormal == 0
+        if normal.any():
+            views = x[normal]
+            logits = net(torch.cat([views, views.flip(-1)]))[:, 0]
+            means.append(((logits[: len(views)] + logits[len(views) :]) / 2).numpy())
+    values = np.concatenate(means) if means else np.zeros(0)
+    if len(values) < MIN_CALIBRATION_SLICES:
+        return 0.0, len(values)
+    return float(np.quantile(values, specificity, method="higher")), len(values)
+
+
+def calibrate_saved_classifier(
+    out_dir: Path, batches: list[tuple[torch.Tensor, ...]], specificity: float
+) -> WeightMetadata:
+    """Rewrite the best classifier weights in `out_dir` with their calibrated logit offset (see above)."""
+    loaded = load_weights(MODEL_NAME["classifier"], out_dir, version=EXPECTED_VERSIONS[MODEL_NAME["classifier"]])
+    net = build_network(loaded.metadata.architecture)
+    net.load_state_dict(loaded.state_dict)
+    net = net.to(memory_format=torch.channels_last)
+    offset, count = calibrate_logit_offset(net, batches, specificity)
+    metrics = dict(loaded.metadata.metrics)
+    metrics["calibration"] = {"specificity": specificity, "normal_slices": count, "logit_offset": offset}
+    return save_weights(loaded.state_dict, replace(loaded.metadata, logit_offset=offset, metrics=metrics), out_dir)
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -520,6 +569,13 @@ def train_network(
                 "config": dict(config.__dict__),
             },
             checkpoint_path,
+        )
+    if task == "classifier" and history and (out_dir / f"{MODEL_NAME[task]}.pt").exists():
+        calibrated = calibrate_saved_classifier(out_dir, val_batches, config.specificity)
+        calibration = calibrated.metrics["calibration"]
+        log(
+            f"calibrated: P(abnormal) = 0.5 at {config.specificity:.0%} of {calibration['normal_slices']} "
+            f"validation normal slices (logit offset {calibrated.logit_offset:+.3f})"
         )
     return history
 

@@ -27,7 +27,14 @@ from analysis.training.datasets import (
     split_validation,
 )
 from analysis.training.lesions import CONSOLIDATION, GGO, LesionStyle, insert_lesions
-from analysis.training.trainer import TrainConfig, auc, lesions_through_slab, make_batch, train_network
+from analysis.training.trainer import (
+    TrainConfig,
+    auc,
+    calibrate_logit_offset,
+    lesions_through_slab,
+    make_batch,
+    train_network,
+)
 
 
 @pytest.fixture(scope="module")
@@ -279,12 +286,76 @@ def test_training_is_deterministic_and_resume_continues_exactly(tmp_path, phanto
         torch.testing.assert_close(a[key], c[key], msg=key)
 
 
-def test_classifier_learns_from_slice_labels(tmp_path, phantom_case, host_case):
+def test_classifier_learns_from_slice_labels_and_records_its_calibration(tmp_path, phantom_case, host_case):
     data = build_slice_set([phantom_case, host_case], "classifier")
     assert set(np.unique(data.abnormal)) == {0.0, 1.0}
     train, val = split_validation(data, block=2, every=4)
-    history = train_network(_config("classifier", 2), train, val, tmp_path, log=lambda _: None)
+    messages = []
+    history = train_network(_config("classifier", 2), train, val, tmp_path, log=messages.append)
     assert set(history[-1].metrics) == {"auc", "accuracy"}
+    metadata = load_weights("slice-resnet2d", tmp_path, version="1.0").metadata
+    calibration = metadata.metrics["calibration"]
+    assert calibration["specificity"] == 0.9
+    assert calibration["logit_offset"] == metadata.logit_offset
+    assert any("calibrated" in m for m in messages)
+
+
+class _MeanLogit(torch.nn.Module):
+    """Logit = mean of the image's left half: a slice and its mirror image read differently."""
+
+    def forward(self, x):
+        return x[..., : x.shape[-1] // 2].mean(dim=(1, 2, 3))[:, None]
+
+
+def _calibration_batches(normal_levels, abnormal_levels):
+    images, flags = [], []
+    for level, flag in [(v, 0.0) for v in normal_levels] + [(v, 1.0) for v in abnormal_levels]:
+        image = torch.zeros(1, 4, 4)
+        image[..., :2], image[..., 2:] = level, level + 1.0  # mirrored reading: level + 1
+        images.append(image)
+        flags.append(flag)
+    x, abnormal = torch.stack(images), torch.tensor(flags)
+    return [(x[i : i + 8], None, abnormal[i : i + 8]) for i in range(0, len(x), 8)]
+
+
+def test_calibration_puts_p_one_half_at_the_chosen_share_of_normal_slices():
+    normal = np.arange(100, dtype=float)  # mean of the two readings: level + 0.5
+    batches = _calibration_batches(normal, abnormal_levels=[500.0] * 30)  # abnormal slices are not used
+    offset, count = calibrate_logit_offset(_MeanLogit(), batches, specificity=0.9)
+    assert count == 100
+    readings = []
+    for x, _, abnormal in batches:
+        logits = _MeanLogit()(torch.cat([x, x.flip(-1)]))[:, 0] - offset
+        both = torch.sigmoid(logits)
+        readings.append(((both[: len(x)] + both[len(x) :]) / 2)[abnormal == 0])
+    positive = (torch.cat(readings) > 0.5).float().mean().item()
+    assert 0.05 <= positive <= 0.10
+    # Too few normal slices to place a quantile: no shift.
+    assert calibrate_logit_offset(_MeanLogit(), _calibration_batches(normal[:5], [1.0]), 0.9) == (0.0, 5)
+    with pytest.raises(ValueError, match="specificity"):
+        calibrate_logit_offset(_MeanLogit(), batches, specificity=1.0)
+
+
+def test_the_slice_classifier_reads_with_its_calibrated_offset(tmp_path, phantom, phantom_case, host_case):
+    from dataclasses import replace
+
+    from analysis.nets.registry import save_weights
+    from analysis.nets.segmenters import SliceClassifier
+
+    data = build_slice_set([phantom_case, host_case], "classifier")
+    train, val = split_validation(data, block=2, every=4)
+    train_network(_config("classifier", 1), train, val, tmp_path / "run", log=lambda _: None)
+    loaded = load_weights("slice-resnet2d", tmp_path / "run", version="1.0")
+    readings = {}
+    for offset in (-40.0, 0.0, 40.0):
+        folder = tmp_path / f"offset{offset:+.0f}"
+        save_weights(loaded.state_dict, replace(loaded.metadata, logit_offset=offset), folder)
+        readings[offset] = SliceClassifier.from_weights(folder)(phantom.volume, phantom.lungs)
+    with_lung = phantom.lungs.reshape(len(phantom.lungs), -1).any(1)
+    assert (readings[-40.0][with_lung] > 0.99).all()
+    assert (readings[40.0][with_lung] < 0.01).all()
+    assert (readings[-40.0] >= readings[0.0]).all()
+    assert (readings[0.0] >= readings[40.0]).all()
 
 
 def test_train_command_runs_without_a_database_and_fine_tunes(tmp_path, capsys):

@@ -73,6 +73,12 @@ class Command(BaseCommand):
             "--p-synthetic", type=float, default=0.7, help="share of host slices that receive synthetic lesions"
         )
         parser.add_argument("--size", type=int, default=0, help="network input size (0: the task's default)")
+        parser.add_argument(
+            "--specificity",
+            type=float,
+            default=0.9,
+            help="classifier: share of the validation normal slices calibrated to read P(abnormal) <= 0.5",
+        )
         parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
         parser.add_argument(
             "--cache",
@@ -91,6 +97,8 @@ class Command(BaseCommand):
             torch.set_num_threads(options["threads"])
         if options["epochs"] < 1:
             raise CommandError("--epochs must be at least 1")
+        if not 0.0 < options["specificity"] < 1.0:
+            raise CommandError(f"--specificity must lie between 0 and 1, not {options['specificity']}")
         task, out = options["task"], options["out"]
         cache = options["cache"] or Path(settings.VAR_DIR) / "training-cache"
         try:
@@ -132,6 +140,7 @@ class Command(BaseCommand):
             p_synthetic=options["p_synthetic"],
             real_share=options["real_share"],
             size=options["size"],
+            specificity=options["specificity"],
             training_data=[str(spec) + "".join(f",{k}={v}" for k, v in spec.options.items()) for spec in specs],
         )
         from analysis.nets.registry import ModelFileError
