@@ -194,6 +194,14 @@ class InfectionNetSegmenter(_LungCropStage):
         return out
 
 
+def mirrored_logits(net: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The classifier's logit for each view of `batch` and for its left-right mirror image: shape (2, n).
+
+    The one definition of how slices are read, shared by the pipeline and the training's calibration.
+    """
+    return net(torch.cat([batch, batch.flip(-1)]))[:, 0].reshape(2, len(batch))
+
+
 class SliceClassifier(_LungCropStage):
     """Lung-cropped ResNet -> P(abnormal) per slice (0 for slices without lung). `net.layer4` is the Grad-CAM layer."""
 
@@ -215,8 +223,8 @@ class SliceClassifier(_LungCropStage):
         offset = float(self.metadata.logit_offset)
         for start in range(0, len(inputs), self.batch_size * 2):
             batch = inputs[start : start + self.batch_size * 2]
-            both = torch.sigmoid(self.net(torch.cat([batch, batch.flip(-1)]))[:, 0] - offset).numpy()
-            probs[zs[start : start + len(batch)]] = (both[: len(batch)] + both[len(batch) :]) / 2
+            readings = torch.sigmoid(mirrored_logits(self.net, batch) - offset)
+            probs[zs[start : start + len(batch)]] = readings.mean(0).numpy()
         return probs
 
     def heat_maps(

@@ -46,6 +46,7 @@ from analysis.nets.architectures import (
 )
 from analysis.nets.preprocess import resize
 from analysis.nets.registry import WeightMetadata, load_weights, save_weights
+from analysis.nets.segmenters import mirrored_logits
 from analysis.training.datasets import CROP_VIEW, LUNG_VIEW, MIN_ABNORMAL_PIXELS, SliceSet
 from analysis.training.lesions import insert_lesions
 
@@ -407,9 +408,7 @@ def calibrate_logit_offset(
     for x, _, abnormal in batches:
         normal = abnormal == 0
         if normal.any():
-            views = x[normal]
-            logits = net(torch.cat([views, views.flip(-1)]))[:, 0]
-            means.append(((logits[: len(views)] + logits[len(views) :]) / 2).numpy())
+            means.append(mirrored_logits(net, x[normal]).mean(0).numpy())
     values = np.concatenate(means) if means else np.zeros(0)
     if len(values) < MIN_CALIBRATION_SLICES:
         return 0.0, len(values)
