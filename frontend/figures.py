@@ -55,7 +55,7 @@ def slice_profile(run: AnalysisRun) -> dict | None:
     ]
     classified = [s for s in rows if isinstance(s.get("abnormal_probability"), int | float)]
     if classified:
-        # The slice classifier's P(abnormal) on its own 0-1 axis, beside the areas it should follow.
+        # P(abnormal slice) (classifier fused with lesion area) on its own 0-1 axis, beside the areas it follows.
         traces.append(
             scatter(
                 [s["z_mm"] for s in classified],

@@ -24,6 +24,7 @@ from analysis.runs import retry_run as retry
 from analysis.severity import severity_of_run
 from audit.choices import AuditAction
 from audit.log import record
+from patients.models import SUSPECTED_RATIO_THRESHOLD
 
 from . import figures, queries
 from .forms import TeamSettingsForm, UploadForm
@@ -178,4 +179,5 @@ def team_settings(request: HttpRequest, slug: str) -> HttpResponse:
         record(request, AuditAction.CHANGE, team, team=team, summary=f"team settings: {changed or 'no change'}")
         messages.success(request, f"Settings of {team.name} saved.")
         return redirect("team-settings", slug=team.slug)
-    return render(request, "frontend/team_settings.html", {"team": team, "form": form})
+    context = {"team": team, "form": form, "default_threshold": SUSPECTED_RATIO_THRESHOLD}
+    return render(request, "frontend/team_settings.html", context)

@@ -13,9 +13,10 @@ from django.db import models
 from .choices import PhraseLabel, ReportLabel, ReportSource, Role, SeriesSource, SeriesStatus, Sex
 
 # Default share of abnormal slices that flags a scan: half way between the highest share on the normal
-# COVID-CT-MD scans (0.19, normal001 at 2 mm) and the lowest on the pneumonia ones (0.25, P001 at 10 mm),
-# with the classifier reading each slice and its mirror image (0.27 before that: model card).
-SUSPECTED_RATIO_THRESHOLD = 0.22
+# COVID-CT-MD scans (0.10, normal002 in 10 mm slabs) and the lowest on the pneumonia ones (0.46, P001 in
+# 10 mm slabs), with P(abnormal) fusing the classifier and the slice's lesion area (0.27, then 0.22,
+# with the classifier alone: model card).
+SUSPECTED_RATIO_THRESHOLD = 0.28
 
 # Default tolerances under which a change between two consecutive scans counts as stable. They are
 # starting points a team admin tunes: one percentage point of POI and 10 HU of iHU are about the spread

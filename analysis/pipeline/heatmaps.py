@@ -14,7 +14,9 @@ took for lesions on thin normal slices (normal001's score fell from 26 % to 8 % 
 
 The per-slice probabilities, the positive ratio and the "suspected" flag stay on the scan's own
 slices: they are what the slice curve shows, and thin slices rank P001's labelled slices better
-(AUC 0.878 against 0.863 on slabs).
+(AUC 0.878 against 0.863 on slabs). Given the run's infection map, they are the classifier's reading
+fused with the slice's lesion area (analysis.pipeline.slice_evidence); the heat maps and their weights
+stay the classifier's own, so the corona score is Grad-CAM's as the published system defines it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from analysis.pipeline.corona import SLICE_THRESHOLD, corona_score, positive_ratio
 from analysis.pipeline.result import CoronaResult, ModelInfo
+from analysis.pipeline.slice_evidence import fuse_slice_readings
 from analysis.pipeline.volume import CTVolume
 
 REFERENCE_SLAB_MM = 10.0  # the thickest reconstruction the thick-section method expects
@@ -93,13 +96,21 @@ def read_heat_maps(
     classifier: SliceClassifier,
     slice_threshold: float = SLICE_THRESHOLD,
     reference_mm: float = REFERENCE_SLAB_MM,
+    lesion_area_cm2: np.ndarray | None = None,
 ) -> tuple[np.ndarray, CoronaResult, np.ndarray]:
-    """(P(abnormal) per slice, the read-outs, heat map in [0, 1] on the volume's grid, 0 outside the lungs)."""
-    probabilities = np.asarray(classifier(volume, lungs), dtype=np.float32)
+    """(P(abnormal) per slice, the read-outs, heat map in [0, 1] on the volume's grid, 0 outside the lungs).
+
+    With `lesion_area_cm2` (the infection map's area per slice), P(abnormal) fuses it with the
+    classifier's reading; without it, P(abnormal) is the classifier's alone.
+    """
+    classifier_p = np.asarray(classifier(volume, lungs), dtype=np.float32)
     has_lung = lungs.reshape(len(lungs), -1).any(axis=1)
+    probabilities = classifier_p
+    if lesion_area_cm2 is not None:
+        probabilities = np.where(has_lung, fuse_slice_readings(classifier_p, lesion_area_cm2), 0.0).astype(np.float32)
     index = slab_index(volume.shape[0], volume.spacing[0], reference_mm)
     if index[-1] == len(index) - 1:  # already as thick as the reference: the slices are the slabs
-        slab_volume, slab_lungs, slab_p = volume, lungs, probabilities
+        slab_volume, slab_lungs, slab_p = volume, lungs, classifier_p
     else:
         slab_volume, slab_lungs = average_slabs(volume, lungs, index)
         slab_p = np.asarray(classifier(slab_volume, slab_lungs), dtype=np.float32)
@@ -114,5 +125,6 @@ def read_heat_maps(
         positive_ratio=positive_ratio(probabilities, has_lung, slice_threshold),
         corona_score_ml=corona_score(heat, volume.spacing),
         heat_slab_mm=float(slab_volume.spacing[0]),
+        slice_reading="classifier" if lesion_area_cm2 is None else "classifier+lesion-area",
     )
     return probabilities, corona, heat

@@ -94,7 +94,8 @@ class SliceResult:
     infection_area_mm2: float
     ggo_area_mm2: float
     consolidation_area_mm2: float
-    abnormal_probability: float | None = None  # the slice classifier's P(abnormal); None without one
+    # P(abnormal slice), as CoronaResult.slice_reading says; None without a slice classifier
+    abnormal_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class CoronaResult:
     positive_ratio: float  # positive slices / slices with lung
     corona_score_ml: float  # sum of the Grad-CAM heat map x voxel volume
     heat_slab_mm: float  # thickness of the slabs the heat maps were computed on (analysis.pipeline.heatmaps)
+    # What P(abnormal) per slice is: "classifier" alone or "classifier+lesion-area" (analysis.pipeline.slice_evidence)
+    slice_reading: str = "classifier"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from analysis.pipeline.lungs import segment_lungs
 from analysis.pipeline.measure import measure_regions, measure_slices
 from analysis.pipeline.opacities import find_opacities
 from analysis.pipeline.result import PipelineResult
+from analysis.pipeline.slice_evidence import lesion_areas_cm2
 from analysis.pipeline.version import PIPELINE_VERSION
 from analysis.pipeline.volume import CTVolume
 
@@ -71,7 +72,10 @@ def run_pipeline(
     corona, heat, models = None, None, [lungs.model, infection.model]
     if classifier is not None:
         start = stage("heatmaps")
-        probabilities, corona, heat = read_heat_maps(volume, lungs.labels, classifier, slice_threshold)
+        areas = lesion_areas_cm2(infection.labels, volume.pixel_area_mm2)
+        probabilities, corona, heat = read_heat_maps(
+            volume, lungs.labels, classifier, slice_threshold, lesion_area_cm2=areas
+        )
         has_lung = lungs.labels.reshape(len(lungs.labels), -1).any(axis=1)
         slices = [
             replace(s, abnormal_probability=float(probabilities[s.index])) if has_lung[s.index] else s for s in slices

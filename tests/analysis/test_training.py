@@ -467,6 +467,12 @@ def test_evaluate_series_measures_slice_auc_and_poi(tmp_path, capsys, phantom):
     assert network["poi_in_infected_slices"] == pytest.approx(1.0)
     assert 0.0 <= network["auc_infected_share"] <= 1.0
 
+    call_command("evaluate-series", *args)  # the shipped networks, slice classifier included
+    shipped = json.loads(capsys.readouterr().out)
+    assert shipped["models"][-1]["stage"] == "classifier"
+    # The pipeline's slice reading (classifier + lesion area) finds the phantom's lesion slices.
+    assert shipped["auc_slice_reading"] > 0.85
+
 
 def _write_slice_labels(paths, infected, csv_path) -> None:
     """A slice-label CSV in the P001_slice_labels.csv layout for the written series."""

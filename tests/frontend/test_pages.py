@@ -447,6 +447,7 @@ def test_team_admin_sets_the_suspected_threshold_and_the_flag_follows(as_user, t
     admin = as_user(team_admin)
     page = admin.get(settings_url).content.decode()
     assert f'value="{SUSPECTED_RATIO_THRESHOLD}"' in page
+    assert f"The default, {SUSPECTED_RATIO_THRESHOLD}, lies half way" in page  # the hint names the real default
 
     refused = admin.post(settings_url, {"suspected_ratio_threshold": "1.5"})
     assert "less than or equal to 1" in refused.content.decode()

@@ -7,8 +7,10 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("patients", "0003_radiology_reports_lexicon_tolerances")]
-AFTER = [("patients", "0004_suspected_threshold_for_mirrored_reading")]
+STEPS = [
+    ("0003_radiology_reports_lexicon_tolerances", "0004_suspected_threshold_for_mirrored_reading", 0.27, 0.22),
+    ("0004_suspected_threshold_for_mirrored_reading", "0005_suspected_threshold_for_fused_slice_reading", 0.22, 0.28),
+]
 
 
 def _migrate(target):
@@ -19,19 +21,20 @@ def _migrate(target):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_teams_on_the_old_default_move_to_the_new_one_and_chosen_values_stay():
+@pytest.mark.parametrize(("before", "after", "old", "new"), STEPS)
+def test_teams_on_the_old_default_move_to_the_new_one_and_chosen_values_stay(before, after, old, new):
     try:
-        apps = _migrate(BEFORE)
+        apps = _migrate([("patients", before)])
         team = apps.get_model("patients", "Team")
-        team.objects.create(name="Default ward", slug="default-ward", suspected_ratio_threshold=0.27)
+        team.objects.create(name="Default ward", slug="default-ward", suspected_ratio_threshold=old)
         team.objects.create(name="Strict ward", slug="strict-ward", suspected_ratio_threshold=0.4)
 
-        team = _migrate(AFTER).get_model("patients", "Team")
-        assert team.objects.get(slug="default-ward").suspected_ratio_threshold == pytest.approx(0.22)
+        team = _migrate([("patients", after)]).get_model("patients", "Team")
+        assert team.objects.get(slug="default-ward").suspected_ratio_threshold == pytest.approx(new)
         assert team.objects.get(slug="strict-ward").suspected_ratio_threshold == pytest.approx(0.4)
 
-        team = _migrate(BEFORE).get_model("patients", "Team")
-        assert team.objects.get(slug="default-ward").suspected_ratio_threshold == pytest.approx(0.27)
+        team = _migrate([("patients", before)]).get_model("patients", "Team")
+        assert team.objects.get(slug="default-ward").suspected_ratio_threshold == pytest.approx(old)
     finally:
         _migrate(_migrate_leaf())
 

@@ -78,6 +78,7 @@ class Command(BaseCommand):
             self.stdout.write(f"AUC (infected share of the lung per slice): {result['auc_infected_share']:.3f}")
             if "auc_classifier" in result:
                 self.stdout.write(f"AUC (slice classifier): {result['auc_classifier']:.3f}")
+                self.stdout.write(f"AUC (slice reading, classifier + lesion area): {result['auc_slice_reading']:.3f}")
             self.stdout.write(
                 f"POI in slices labelled normal: {100 * result['poi_in_normal_slices']:.2f} %; "
                 f"in infected slices: {100 * result['poi_in_infected_slices']:.2f} %"
