@@ -7,6 +7,7 @@ import pytest
 
 from analysis.nets.segmenters import load_segmenters
 from analysis.phantoms import Severity, make_phantom, random_spec
+from analysis.pipeline.corona import corona_score
 from analysis.pipeline.heatmaps import read_heat_maps
 from analysis.pipeline.slice_evidence import (
     LESION_AREA_EVEN_CM2,
@@ -53,16 +54,20 @@ def test_lesion_areas_are_the_infected_pixels_of_each_slice_in_square_centimetre
     np.testing.assert_allclose(lesion_areas_cm2(infection, pixel_area_mm2=0.64), [0.0, 0.128, 0.64])
 
 
-def test_the_pipeline_s_slice_reading_uses_the_lesions_and_leaves_the_heat_maps_to_the_classifier():
+def test_the_pipeline_s_slice_reading_and_heat_weights_use_the_lesions():
     classifier = load_segmenters()["classifier"]
     phantom = make_phantom(random_spec(9101, Severity.SEVERE), slice_thickness_mm=5.0, pixel_spacing_mm=2.0, matrix=192)
+    lungs = phantom.lungs
     truth_areas = lesion_areas_cm2(phantom.lesions, phantom.volume.pixel_area_mm2)
-    alone, corona_alone, heat_alone = read_heat_maps(phantom.volume, phantom.lungs, classifier)
-    fused, corona, heat = read_heat_maps(phantom.volume, phantom.lungs, classifier, lesion_area_cm2=truth_areas)
+    alone, corona_alone, _ = read_heat_maps(phantom.volume, lungs, classifier)
+    fused, corona, heat = read_heat_maps(phantom.volume, lungs, classifier, lesion_area_cm2=truth_areas)
+    _, corona_clear, heat_clear = read_heat_maps(
+        phantom.volume, lungs, classifier, lesion_area_cm2=np.zeros(len(lungs))
+    )
 
     assert corona_alone.slice_reading == "classifier"
     assert corona.slice_reading == "classifier+lesion-area"
-    has_lung = phantom.lungs.reshape(len(phantom.lungs), -1).any(axis=1)
+    has_lung = lungs.reshape(len(lungs), -1).any(axis=1)
     np.testing.assert_allclose(fused[has_lung], fuse_slice_readings(alone, truth_areas)[has_lung], atol=1e-6)
     assert not fused[~has_lung].any()
     # With the true lesions as evidence, the fused reading separates the lesion slices better.
@@ -70,6 +75,9 @@ def test_the_pipeline_s_slice_reading_uses_the_lesions_and_leaves_the_heat_maps_
     gap_alone = alone[has_lung & lesion_slices].mean() - alone[has_lung & ~lesion_slices].mean()
     gap_fused = fused[has_lung & lesion_slices].mean() - fused[has_lung & ~lesion_slices].mean()
     assert gap_fused > gap_alone
-    # The heat maps, their weights and so the corona score are the classifier's own.
-    np.testing.assert_array_equal(heat, heat_alone)
-    assert corona.corona_score_ml == corona_alone.corona_score_ml
+    # The slabs' heat weights read the lesions too: the same lungs told "no lesion anywhere" score far less,
+    # and what heat is left there sits where the classifier alone is sure.
+    assert corona.corona_score_ml > 2 * corona_clear.corona_score_ml
+    assert corona.corona_score_ml == pytest.approx(corona_score(heat, phantom.volume.spacing))
+    assert heat_clear.sum() < heat.sum()
+    assert not heat[lungs == 0].any()
