@@ -69,11 +69,23 @@ def slab_index(n_slices: int, slice_mm: float, reference_mm: float = REFERENCE_S
     return np.arange(n_slices) // per_slab
 
 
+def _slab_runs(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first slice, number of slices) of each slab of a slab_index."""
+    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+    return starts, np.diff(np.r_[starts, len(index)])
+
+
+def slab_means(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Mean over each slab's slices of a per-slice array (axis 0)."""
+    starts, counts = _slab_runs(index)
+    means = np.add.reduceat(np.asarray(values), starts, axis=0, dtype=np.float64)
+    return means / counts.reshape((-1,) + (1,) * (means.ndim - 1))
+
+
 def average_slabs(volume: CTVolume, lungs: np.ndarray, index: np.ndarray) -> tuple[CTVolume, np.ndarray]:
     """(slab volume: mean HU of each slab's slices, slab lung mask: union of its slices' lungs)."""
-    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
-    counts = np.diff(np.r_[starts, len(index)])
-    hu = np.add.reduceat(volume.hu, starts, axis=0, dtype=np.float32) / counts[:, None, None]
+    starts, counts = _slab_runs(index)
+    hu = slab_means(volume.hu, index)
     slab_lungs = np.maximum.reduceat(lungs > 0, starts, axis=0).astype(np.uint8)
     per_slab = int(counts.max())
     sz, sy, sx = volume.spacing
@@ -93,6 +105,17 @@ def heat_weight(probabilities: np.ndarray, ramp: tuple[float, float] = HEAT_RAMP
     return np.clip((np.asarray(probabilities, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
 
 
+def _read_slices(
+    classifier: SliceClassifier, volume: CTVolume, lungs: np.ndarray, lesion_area_cm2: np.ndarray | None
+) -> np.ndarray:
+    """P(abnormal) per slice: the classifier's, fused with the lesion area when given (0 without lung)."""
+    p = np.asarray(classifier(volume, lungs), dtype=np.float32)
+    if lesion_area_cm2 is None:
+        return p
+    has_lung = lungs.reshape(len(lungs), -1).any(axis=1)
+    return np.where(has_lung, fuse_slice_readings(p, lesion_area_cm2), 0.0).astype(np.float32)
+
+
 def read_heat_maps(
     volume: CTVolume,
     lungs: np.ndarray,
@@ -106,24 +129,15 @@ def read_heat_maps(
     With `lesion_area_cm2` (the infection map's area per slice), P(abnormal) and the slabs' heat weights
     fuse it with the classifier's reading; without it, both are the classifier's alone.
     """
-    classifier_p = np.asarray(classifier(volume, lungs), dtype=np.float32)
     has_lung = lungs.reshape(len(lungs), -1).any(axis=1)
-    probabilities = classifier_p
-    if lesion_area_cm2 is not None:
-        probabilities = np.where(has_lung, fuse_slice_readings(classifier_p, lesion_area_cm2), 0.0).astype(np.float32)
+    probabilities = _read_slices(classifier, volume, lungs, lesion_area_cm2)
     index = slab_index(volume.shape[0], volume.spacing[0], reference_mm)
     if index[-1] == len(index) - 1:  # already as thick as the reference: the slices are the slabs
         slab_volume, slab_lungs, slab_p = volume, lungs, probabilities
     else:
         slab_volume, slab_lungs = average_slabs(volume, lungs, index)
-        slab_p = np.asarray(classifier(slab_volume, slab_lungs), dtype=np.float32)
-        if lesion_area_cm2 is not None:
-            starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
-            slab_area = np.add.reduceat(np.asarray(lesion_area_cm2, dtype=np.float64), starts) / np.diff(
-                np.r_[starts, len(index)]
-            )
-            slab_has_lung = slab_lungs.reshape(len(slab_lungs), -1).any(axis=1)
-            slab_p = np.where(slab_has_lung, fuse_slice_readings(slab_p, slab_area), 0.0).astype(np.float32)
+        slab_area = None if lesion_area_cm2 is None else slab_means(lesion_area_cm2, index)
+        slab_p = _read_slices(classifier, slab_volume, slab_lungs, slab_area)
     weights = heat_weight(slab_p)
     slab_heat = classifier.heat_maps(slab_volume, slab_lungs, np.flatnonzero(weights > 0), weights)
     heat = slab_heat[index]

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from analysis.pipeline.infection import HUBandBaseline, add_touching_consolidation
-from analysis.pipeline.slice_evidence import fuse_slice_readings
+from analysis.pipeline.slice_evidence import fuse_slice_readings, lesion_areas_cm2
 from analysis.pipeline.volume import CTVolume, load_volume
 from analysis.training.datasets import read_medseg2d, read_slice_labels
 from analysis.training.trainer import auc, dice
@@ -207,7 +207,7 @@ def evaluate_series(
         if analysis.classifier is not None:
             result["auc_classifier"] = auc(analysis.classifier[known], labels[known])
             # What the pipeline reports per slice: the classifier fused with the slice's lesion area.
-            fused = fuse_slice_readings(analysis.classifier, infected_area * volume.pixel_area_mm2 / 100.0)
+            fused = fuse_slice_readings(analysis.classifier, lesion_areas_cm2(infection, volume.pixel_area_mm2))
             result["auc_slice_reading"] = auc(fused[known], labels[known])
     return result
 
