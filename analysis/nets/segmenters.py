@@ -292,11 +292,13 @@ def load_segmenters(directory: Path | None = None, *, only_defaults: bool = Fals
 def pipeline_stages(directory: Path | None = None, *, defaults_only: bool = True) -> dict[str, object]:
     """The stages run_pipeline gets: {"lungs", "infection", "classifier"}, each present when its weights are.
 
-    The lung network guides the classical lung mask (it decides about dense lung next to it) and the
-    infection network is completed by the HU baseline's dense cores: alone, each network measured
-    worse than these combinations (model card). With `defaults_only`, the lung and infection stages
-    are left out unless their metadata says `pipeline_default`; the classifier replaces nothing (it
-    adds heat maps and the corona score), so it is always in.
+    The lung network guides the classical lung mask (it vetoes abdominal gas the air mask took in and
+    decides about dense lung next to it) and the infection network is completed by the HU baseline's
+    dense cores: alone, each network measured worse than these combinations (model card). With
+    `defaults_only`, the infection stage is left out unless its metadata says `pipeline_default`, and
+    the lung network only vetoes gas unless its metadata says so (the dense-lung recovery also takes in
+    the diaphragm's dome); the classifier replaces nothing (it adds heat maps and the corona score), so
+    it is always in.
     """
     from analysis.pipeline.infection import NetworkWithDenseCores
     from analysis.pipeline.lungs import NetworkGuidedLungSegmenter
@@ -304,8 +306,9 @@ def pipeline_stages(directory: Path | None = None, *, defaults_only: bool = True
     nets = load_segmenters(directory)
     stages: dict[str, object] = {}
     lungs, infection = nets.get("lungs"), nets.get("infection")
-    if lungs is not None and (not defaults_only or lungs.metadata.pipeline_default):
-        stages["lungs"] = NetworkGuidedLungSegmenter(lungs)
+    if lungs is not None:
+        recover = not defaults_only or lungs.metadata.pipeline_default
+        stages["lungs"] = NetworkGuidedLungSegmenter(lungs, recover_dense=recover)
     if infection is not None and (not defaults_only or infection.metadata.pipeline_default):
         stages["infection"] = NetworkWithDenseCores(infection)
     if "classifier" in nets:

@@ -14,7 +14,7 @@ from analysis.pipeline.infection import (
     add_touching_consolidation,
     drop_craniocaudal_partial_volume,
 )
-from analysis.pipeline.lungs import LEFT, RIGHT, NetworkGuidedLungSegmenter, recover_dense_lung
+from analysis.pipeline.lungs import LEFT, RIGHT, NetworkGuidedLungSegmenter, drop_abdominal_gas, recover_dense_lung
 from analysis.pipeline.result import ModelInfo
 from analysis.pipeline.volume import CTVolume
 
@@ -136,3 +136,55 @@ def test_infection_at_the_lungs_craniocaudal_edge_stays_only_where_it_continues_
     assert not out[4, 15:17, 15:17].any()
     assert (out[1:3, 10:14, 10:14] == CONSOLIDATION).all()
     assert (out[2:4, 5:8, 12:15] == GGO).all()
+
+
+def _lung_with_gas_below() -> tuple[CTVolume, np.ndarray, np.ndarray]:
+    """A right lung (z 4..39) with an air body under its base, as 10 mm slabs join them: (volume, air labels, guide)."""
+    hu = np.full((40, 80, 120), 40, dtype=np.int16)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    hu[4:40, 20:60, 10:60] = -850
+    labels[4:40, 20:60, 10:60] = RIGHT
+    guide = labels.copy()  # the network sees the lung ...
+    hu[0:10, 30:50, 70:95] = -1000  # ... and not the colon gas under the dome,
+    hu[8:10, 30:50, 60:70] = -650  # which the diaphragm's partial volume joins to the lung in two slabs
+    labels[0:10, 30:50, 70:95] = RIGHT
+    labels[8:10, 30:50, 60:70] = RIGHT
+    return CTVolume(hu=hu, spacing=(5.0, 1.0, 1.0)), labels, guide
+
+
+def test_gas_under_the_lung_that_the_network_does_not_call_lung_is_dropped():
+    volume, labels, guide = _lung_with_gas_below()
+    out, warning = drop_abdominal_gas(volume, labels, guide)
+    assert warning == ""
+    assert not out[0:8, :, 60:].any()  # the gas body below the slabs that join it to the lung
+    np.testing.assert_array_equal(out[4:40, 20:60, 10:60], RIGHT)  # the lung is untouched
+    # Where lung and gas form one piece in a slab, the piece stays: the network's coarse edge cannot split it.
+    assert (out[8:10, 30:50, 70:95] == RIGHT).all()
+
+
+def test_aerated_lung_the_network_misses_stays_and_so_does_air_high_in_the_lung():
+    volume, labels, guide = _lung_with_gas_below()
+    volume.hu[0:10, 30:50, 70:95] = -800  # aerated lung between consolidations, not gas: it has tissue in it
+    bulla = (slice(30, 36), slice(65, 75), slice(20, 30))
+    volume.hu[bulla] = -1000  # an air cyst in the upper half of the lung
+    labels[bulla] = RIGHT
+    out, _ = drop_abdominal_gas(volume, labels, guide)
+    np.testing.assert_array_equal(out, labels)
+
+
+def test_a_network_that_does_not_read_the_scan_vetoes_nothing_and_says_so():
+    volume, labels, guide = _lung_with_gas_below()
+    out, warning = drop_abdominal_gas(volume, labels, np.zeros_like(guide))
+    np.testing.assert_array_equal(out, labels)
+    assert "disagrees" in warning
+
+
+def test_the_worker_s_default_stages_use_the_shipped_lung_network_only_to_veto_gas():
+    from analysis.nets.segmenters import pipeline_stages
+
+    lungs = pipeline_stages(defaults_only=True)["lungs"]
+    assert isinstance(lungs, NetworkGuidedLungSegmenter)
+    assert not lungs.recover_dense  # the dense-lung recovery stays opt-in (it takes in the dome: model card)
+    assert lungs.info.name == "classical-threshold-hull+lungs-unet2d gas veto"
+    assert lungs.info.sha256 == lungs.network.metadata.sha256
+    assert pipeline_stages(defaults_only=False)["lungs"].recover_dense
