@@ -60,7 +60,7 @@ GUIDE_MIN_ML = 0.5
 # a 160-pixel input, 2-3 mm per pixel). Only when the network agrees with the classical mask at all.
 GAS_MIN_GUIDE_SHARE = 0.5
 GAS_GUIDE_MARGIN_MM = 4.0
-GUIDE_MIN_DICE = 0.8
+GUIDE_MIN_HELD = 0.8  # share of the network's lungs that the air mask must hold for the veto to apply
 GAS_MAX_MEDIAN_HU = -900  # gas is air; lung parenchyma, even over-inflated at the apex, has tissue in it
 SMALL_HOLE_MM2 = 600.0  # 2-D holes below this (vessels, small lesions) are filled slice by slice
 TRACHEA_MAX_MM2 = 900.0  # a trachea or main bronchus cross-section is smaller than this
@@ -187,16 +187,22 @@ def drop_abdominal_gas(
     labels) does not call lung form in 3-D, when it starts in the lowest third of the lung and is air
     (median HU below `max_median_hu`). Aerated lung the network misses (between consolidations, which it
     has rarely seen) has tissue in it and stays; cap001's partly consolidated middle lobe reads -837 HU,
-    the colon gas -931 to -986 HU, in 2 mm slices and in 10 mm slabs. Returns the labels and a warning ("" when none);
-    when the network and the air mask disagree on the lungs as a whole (Dice below GUIDE_MIN_DICE),
-    nothing is dropped: the network is not reading this scan.
+    the colon gas -931 to -986 HU, in 2 mm slices and in 10 mm slabs.
+
+    Returns the labels and a warning ("" when none). When the network finds less than MIN_LUNGS_ML of
+    lung, or the air mask holds less than GUIDE_MIN_HELD of it, nothing is dropped: the network is not
+    reading this scan.
     """
     lungs, guided = labels > 0, guide > 0
-    overlap = np.count_nonzero(lungs & guided)
-    dice = 2 * overlap / max(np.count_nonzero(lungs) + np.count_nonzero(guided), 1)
-    if dice < GUIDE_MIN_DICE:
+    # The network must find lungs, and the air mask must hold most of them; the air mask may hold more
+    # (that is the gas in question), so this is not a symmetric agreement such as Dice.
+    guided_voxels = np.count_nonzero(guided)
+    held = np.count_nonzero(lungs & guided) / max(guided_voxels, 1)
+    if guided_voxels * volume.voxel_volume_ml < MIN_LUNGS_ML or held < GUIDE_MIN_HELD:
         return labels, (
-            f"the lung network disagrees with the air mask (Dice {dice:.2f}): gas under the diaphragm not checked"
+            f"the lung network does not read this scan's lungs like the air mask (it finds "
+            f"{guided_voxels * volume.voxel_volume_ml:.0f} mL, {100 * held:.0f} % of it air): gas under the "
+            "diaphragm not checked"
         )
     out = labels.copy()
     _, sy, sx = volume.spacing
