@@ -57,7 +57,7 @@ GUIDE_OPENING_MM = 3.0
 GUIDE_MIN_ML = 0.5
 # Gas veto: an in-plane air piece in the lower half of a lung is gas under the diaphragm when less than
 # this share of it lies within GAS_GUIDE_MARGIN_MM of what the network calls lung (its edge is coarse:
-# a 160-pixel input, 2-3 mm per pixel). Only when the network agrees with the classical mask at all.
+# a 160-pixel input, 2-3 mm per pixel). Only when the air mask holds most of the network's lungs.
 GAS_MIN_GUIDE_SHARE = 0.5
 GAS_GUIDE_MARGIN_MM = 4.0
 GUIDE_MIN_HELD = 0.8  # share of the network's lungs that the air mask must hold for the veto to apply
@@ -214,12 +214,12 @@ def drop_abdominal_gas(
             continue
         # Gas lies under the diaphragm: only the lower half of the lung's craniocaudal extent is checked.
         lower = slice(zs[0], int((zs[0] + zs[-1]) // 2) + 1)
-        ys, xs = (_span(lung[lower].any(axis=axes), width) for axes in ((0, 2), (0, 1)))
-        part = lung[lower][:, ys, xs]
+        _, ys, xs = _box(lung[lower], margin=width)
+        box = (lower, ys, xs)
         # Within the margin of the network's lungs (a square neighbourhood: two 1-D passes, fast).
-        near = ndimage.maximum_filter1d(guided[lower][:, ys, xs].view(np.uint8), width, axis=1)
+        near = ndimage.maximum_filter1d(guided[box].view(np.uint8), width, axis=1)
         near = ndimage.maximum_filter1d(near, width, axis=2).view(bool)
-        pieces, n = ndimage.label(part, structure=_PLANE)
+        pieces, n = ndimage.label(lung[box], structure=_PLANE)
         if n == 0:
             continue
         sizes = np.bincount(pieces.ravel(), minlength=n + 1)
@@ -232,10 +232,9 @@ def drop_abdominal_gas(
         lowest = np.array([found[0].start for found in ndimage.find_objects(bodies)])  # from the lung's base
         # Median HU below the limit <=> more than half of the body's voxels below it.
         body_sizes = np.bincount(bodies.ravel(), minlength=count + 1)[1:]
-        air = np.bincount(bodies[volume.hu[lower][:, ys, xs] < max_median_hu].ravel(), minlength=count + 1)[1:]
+        air = np.bincount(bodies[volume.hu[box] < max_median_hu].ravel(), minlength=count + 1)[1:]
         gas = np.concatenate([[False], (lowest < (zs[-1] - zs[0] + 1) / 3) & (2 * air > body_sizes)])
-        region = out[lower][:, ys, xs]
-        region[gas[bodies]] = 0
+        out[box][gas[bodies]] = 0
     return out, ""
 
 
@@ -299,16 +298,13 @@ def segment_lungs(volume: CTVolume, segmenter: Callable[[CTVolume], np.ndarray] 
     return LungSegmentation(labels=labels, model=info, warnings=list(getattr(segmenter, "warnings", [])))
 
 
-def _span(present: np.ndarray, margin: int) -> slice:
-    """Index range of the True entries of a 1-D array, widened by `margin`."""
-    found = np.flatnonzero(present)
-    return slice(max(int(found[0]) - margin, 0), int(found[-1]) + margin + 1)
-
-
 def _box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
-    """Bounding box of a non-empty mask, widened by `margin` voxels."""
-    found = ndimage.find_objects(mask.astype(np.uint8))[0]
-    return tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in found)  # type: ignore[return-value]
+    """Bounding box of a non-empty 3-D mask, widened by `margin` voxels."""
+    spans = []
+    for axis in range(3):
+        found = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        spans.append(slice(max(int(found[0]) - margin, 0), int(found[-1]) + margin + 1))
+    return tuple(spans)  # type: ignore[return-value]
 
 
 def _edge_connected(mask: np.ndarray, structure: np.ndarray, *, z_faces: bool) -> np.ndarray:
