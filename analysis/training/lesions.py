@@ -10,6 +10,11 @@ lung, placed subpleurally (most COVID-19 opacities touch the pleura), around a v
 (peribronchovascular), or anywhere in the lung; radius 4-45 mm; textured. Ground glass raises the
 parenchyma towards -700..-250 HU but keeps vessels visible (a max with the original); consolidation
 replaces everything with -100..+50 HU. Noise like the scan's is added where the blend smoothed it away.
+
+With `p_diffuse` > 0 a slice may also get one diffuse opacity: ground glass over a large part of a
+lung (radius 50-110 mm), often with the fine reticular lines of crazy paving, or a whole dependent
+region consolidated. Blobs up to 45 mm never show this, and a network that has only seen them reads
+a diffusely hazy lung as normal lung (measured on the MedSeg slices; model card).
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ class LesionStyle:
     p_peribronchovascular: float = 0.25
     texture_hu: float = 60.0
     noise_hu: float = 18.0
+    # Diffuse opacities (off by default, so earlier recipes draw exactly the same lesions).
+    p_diffuse: float = 0.0  # share of lesioned slices that also get one diffuse opacity
+    diffuse_radius_mm: tuple[float, float] = (50.0, 110.0)
+    diffuse_ggo_hu: tuple[float, float] = (-720.0, -450.0)
+    p_crazy_paving: float = 0.5  # share of diffuse ground glass crossed by thickened septal lines
+    p_diffuse_consolidation: float = 0.25
 
 
 def _smooth_noise(shape: tuple[int, int], sigma_px: float, rng: np.random.Generator) -> np.ndarray:
@@ -102,6 +113,8 @@ def insert_lesions(
     count = n_lesions if n_lesions is not None else int(rng.integers(1, style.max_lesions + 1))
     lo, hi = np.log(style.radius_mm[0]), np.log(style.radius_mm[1])
     depth_mm = ndimage.distance_transform_edt(lung) * pixel_mm
+    if style.p_diffuse > 0 and rng.random() < style.p_diffuse:
+        _insert_diffuse(out, labels, lung, pixel_mm, rng, style)
     for _ in range(count):
         centre = _pick_centre(lung, depth_mm, out, style, rng)
         if centre is None:
@@ -138,3 +151,50 @@ def insert_lesions(
                 sub += core * (target - sub) + core * noise
                 sub_labels[core_region] = CONSOLIDATION
     return out, labels
+
+
+def _septal_lines(shape: tuple[int, int], pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """Weight in [0, 1] of a polygonal network of thin lines ~5-10 mm apart (interlobular septa)."""
+    field = _smooth_noise(shape, rng.uniform(2.5, 5.0) / pixel_mm, rng)
+    # Zero crossings of a smooth random field form closed, cell-like lines; their width is ~1 mm.
+    grad = np.hypot(*np.gradient(field)) + 1e-3
+    distance_px = np.abs(field) / grad
+    return np.clip(1.0 - distance_px * pixel_mm / 0.8, 0.0, 1.0)
+
+
+def _insert_diffuse(
+    out: np.ndarray,
+    labels: np.ndarray,
+    lung: np.ndarray,
+    pixel_mm: float,
+    rng: np.random.Generator,
+    style: LesionStyle,
+) -> None:
+    """One diffuse opacity in place: ground glass (maybe crazy paving) over a large region, or a
+    consolidated dependent region (the posterior part of the lung, lowest rows of the image)."""
+    consolidation = rng.random() < style.p_diffuse_consolidation
+    inside = np.argwhere(lung)
+    if consolidation:
+        # Dependent lung: the posterior third of the lung's rows (patients lie supine, y grows backwards).
+        back = inside[:, 0] >= np.quantile(inside[:, 0], 0.66)
+        inside = inside[back] if back.any() else inside
+    y, x = inside[rng.integers(len(inside))]
+    lo, hi = style.diffuse_radius_mm
+    radius_px = float(rng.uniform(lo, hi if not consolidation else (lo + hi) / 2)) / pixel_mm
+    weight = _blob(out.shape, (int(y), int(x)), radius_px, rng) * lung
+    region = weight >= 0.5
+    if region.sum() < 3:
+        return
+    texture = style.texture_hu * _smooth_noise(out.shape, max(1.0, 2.0 / pixel_mm), rng)
+    noise = rng.normal(0.0, style.noise_hu, out.shape).astype(np.float32)
+    if consolidation:
+        target = rng.uniform(*style.consolidation_hu) + 0.5 * texture
+        out += weight * (target - out) + weight * noise
+        labels[region] = CONSOLIDATION
+        return
+    target = rng.uniform(*style.diffuse_ggo_hu) + texture
+    if rng.random() < style.p_crazy_paving:
+        target = target + rng.uniform(150.0, 350.0) * _septal_lines(out.shape, pixel_mm, rng)
+    blended = out + weight * (target - out) + weight * noise
+    out[:] = np.maximum(out, blended)  # vessels stay visible through ground glass
+    labels[region & (labels != CONSOLIDATION)] = GGO

@@ -48,7 +48,7 @@ from analysis.nets.preprocess import resize
 from analysis.nets.registry import WeightMetadata, load_weights, save_weights
 from analysis.nets.segmenters import mirrored_logits
 from analysis.training.datasets import CROP_VIEW, LUNG_VIEW, MIN_ABNORMAL_PIXELS, SliceSet
-from analysis.training.lesions import insert_lesions
+from analysis.training.lesions import LesionStyle, insert_lesions
 
 NET_SIZE = {"lungs": 160, "infection": 224, "classifier": 128}
 MODEL_NAME = {"lungs": LUNG_MODEL, "infection": INFECTION_MODEL, "classifier": CLASSIFIER_MODEL}
@@ -76,6 +76,7 @@ class TrainConfig:
     size: int = 0  # network input size (0: the task's default)
     # Classifier: share of the validation normal slices that must read P(abnormal) <= 0.5 (calibrate_logit_offset).
     specificity: float = 0.9
+    diffuse: float = 0.0  # share of lesioned host slices that also get a diffuse opacity (LesionStyle.p_diffuse)
     training_data: list[str] = field(default_factory=list)
 
     def architecture(self) -> dict[str, Any]:
@@ -162,6 +163,7 @@ def _sample(
     p_synthetic: float,
     slab_mm: float = 0.0,
     slab_p: float = 0.35,
+    style: LesionStyle | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(HU image, labels, abnormal) of one sample, with synthetic lesions drawn when it is a host slice.
 
@@ -183,7 +185,7 @@ def _sample(
         abnormal = 1.0 if (flags > 0.5).any() else abnormal
     if data.synthesize[index] and data.lungs[index].any() and rng.random() < p_synthetic:
         base = image
-        image, lesion = insert_lesions(image, data.lungs[index], float(data.pixel_mm[index]), rng)
+        image, lesion = insert_lesions(image, data.lungs[index], float(data.pixel_mm[index]), rng, style)
         if len(members) > 1 and task == "infection":
             image, lesion = lesions_through_slab(
                 base, image, lesion, float(data.pixel_mm[index]), float(data.slice_mm[index]), len(members), rng
@@ -277,11 +279,12 @@ def make_batch(
     slab_mm: float = 0.0,
     slab_p: float = 0.35,
     size: int = 0,
+    style: LesionStyle | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(network input (n,1,S,S), labels (n,S,S) long, abnormal (n,) float) for the given samples."""
     images, labels, abnormal = [], [], []
     for index in indices:
-        image, label, flag = _sample(data, int(index), task, rng, p_synthetic, slab_mm, slab_p)
+        image, label, flag = _sample(data, int(index), task, rng, p_synthetic, slab_mm, slab_p, style)
         images.append(image)
         labels.append(label)
         abnormal.append(flag)
@@ -506,6 +509,7 @@ def train_network(
         f"{steps} steps of {config.batch_size} per epoch, epochs {start_epoch + 1}..{config.epochs}"
     )
     weights = sampling_weights(train_set, config.real_share)
+    style = LesionStyle(p_diffuse=config.diffuse)
     last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
     for epoch in range(start_epoch, last_epoch):
         net.train()
@@ -525,6 +529,7 @@ def train_network(
                 slab_mm=config.slab_mm,
                 slab_p=config.slab_p,
                 size=config.input_size(),
+                style=style,
             )
             logits = net(x)
             if task == "classifier":
@@ -604,5 +609,6 @@ def _metadata(config: TrainConfig, architecture: dict[str, Any], record: EpochRe
             "lr": config.lr,
             "slab_mm": config.slab_mm,
             "real_share": config.real_share,
+            "diffuse": config.diffuse,
         },
     )

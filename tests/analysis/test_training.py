@@ -201,6 +201,32 @@ def test_synthetic_lesions_lie_in_the_lung_and_change_density_as_labelled(host_c
     assert (labels_again == labels).all()
 
 
+def test_diffuse_opacities_cover_much_more_lung_and_are_off_by_default(host_case):
+    z = host_case.volume.shape[0] // 2
+    hu, lung = host_case.volume.hu[z].astype(np.float32), host_case.lungs[z] > 0
+    single, diffuse, dependent = [], [], []
+    for seed in range(12):
+        _, blob = insert_lesions(hu, lung, 2.0, np.random.default_rng(seed), LesionStyle(), 1)
+        # Off by default: the same draws as a style that names p_diffuse=0 (earlier recipes reproduce).
+        _, same = insert_lesions(hu, lung, 2.0, np.random.default_rng(seed), LesionStyle(p_diffuse=0.0), 1)
+        assert (same == blob).all()
+        style = LesionStyle(p_diffuse=1.0, p_diffuse_consolidation=0.0)
+        new, labels = insert_lesions(hu, lung, 2.0, np.random.default_rng(seed), style, 0)
+        assert not labels[~lung].any()
+        assert np.abs(new[~lung] - hu[~lung]).max() == 0
+        assert set(np.unique(labels)) <= {0, GGO}
+        single.append((blob > 0).sum())
+        diffuse.append((labels > 0).sum())
+        _, dense = insert_lesions(
+            hu, lung, 2.0, np.random.default_rng(seed), LesionStyle(p_diffuse=1.0, p_diffuse_consolidation=1.0), 0
+        )
+        dependent.append(np.argwhere(dense == CONSOLIDATION)[:, 0].mean() if dense.any() else np.nan)
+    assert np.mean(diffuse) > 3 * np.mean(single)
+    assert np.median(diffuse) > 0.2 * lung.sum()
+    # Dependent consolidation lies in the back of the lung (high rows), below the lung's centre.
+    assert np.nanmean(dependent) > np.argwhere(lung)[:, 0].mean()
+
+
 def test_lung_samples_keep_lesions_inside_the_lung_label(host_case):
     # Consolidation drawn into a host slice stays lung in the lung network's truth: the network learns to
     # include consolidated lung, which a threshold cannot.
@@ -399,6 +425,11 @@ def test_train_command_runs_without_a_database_and_fine_tunes(tmp_path, capsys):
     assert "fine-tuning lungs" in capsys.readouterr().out
     with pytest.raises(CommandError, match="does not exist"):
         call_command("train", "infection", "--data", f"medseg2d:{tmp_path / 'none'}", "--out", str(tmp_path / "x"))
+    with pytest.raises(CommandError, match=r"--diffuse is a share of slices, between 0 and 1, not 2\.0"):
+        call_command("train", "infection", "--data", "phantom:1", "--out", str(tmp_path / "x"), "--diffuse", "2")
+    call_command("train", "infection", "--data", "phantom:1", "--out", str(tmp_path / "diffuse"), "--epochs", "1",
+                 "--steps", "1", "--batch-size", "2", "--width", "4", "--diffuse", "0.3")  # fmt: skip
+    assert load_weights("infection-unet2d", tmp_path / "diffuse", version="1.0").metadata.metrics["diffuse"] == 0.3
 
 
 # --- evaluation commands -------------------------------------------------------------------------

@@ -72,6 +72,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--p-synthetic", type=float, default=0.7, help="share of host slices that receive synthetic lesions"
         )
+        parser.add_argument(
+            "--diffuse",
+            type=float,
+            default=0.0,
+            help="share of lesioned host slices that also get a diffuse opacity (large ground glass, "
+            "crazy paving, dependent consolidation)",
+        )
         parser.add_argument("--size", type=int, default=0, help="network input size (0: the task's default)")
         parser.add_argument(
             "--specificity",
@@ -97,6 +104,8 @@ class Command(BaseCommand):
             torch.set_num_threads(options["threads"])
         if options["epochs"] < 1:
             raise CommandError("--epochs must be at least 1")
+        if not 0.0 <= options["diffuse"] <= 1.0:
+            raise CommandError(f"--diffuse is a share of slices, between 0 and 1, not {options['diffuse']}")
         if not 0.0 < options["specificity"] < 1.0:
             raise CommandError(f"--specificity must lie between 0 and 1, not {options['specificity']}")
         task, out = options["task"], options["out"]
@@ -141,6 +150,7 @@ class Command(BaseCommand):
             real_share=options["real_share"],
             size=options["size"],
             specificity=options["specificity"],
+            diffuse=options["diffuse"],
             training_data=[str(spec) + "".join(f",{k}={v}" for k, v in spec.options.items()) for spec in specs],
         )
         from analysis.nets.registry import ModelFileError
