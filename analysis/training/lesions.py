@@ -135,22 +135,32 @@ def insert_lesions(
         sub, sub_labels = out[win], labels[win]
         kind = CONSOLIDATION if rng.random() < style.p_consolidation else GGO
         if kind == GGO:
-            target = rng.uniform(*style.ggo_hu) + texture
-            blended = sub + weight * (target - sub) + weight * noise
-            sub[:] = np.maximum(sub, blended)  # vessels stay visible through ground glass
-            sub_labels[region & (sub_labels != CONSOLIDATION)] = GGO
+            _paint(sub, sub_labels, weight, rng.uniform(*style.ggo_hu) + texture, noise, GGO)
         else:
-            target = rng.uniform(*style.consolidation_hu) + 0.5 * texture
-            sub += weight * (target - sub) + weight * noise
-            sub_labels[region] = CONSOLIDATION
+            _paint(sub, sub_labels, weight, rng.uniform(*style.consolidation_hu) + 0.5 * texture, noise, CONSOLIDATION)
         if kind == GGO and rng.random() < style.p_mixed:
             core = np.clip((weight - 0.5) * 2.0, 0.0, 1.0) ** 2  # the blob's inner part
-            core_region = core >= 0.5
-            if core_region.sum() >= 3:
+            if (core >= 0.5).sum() >= 3:
                 target = rng.uniform(*style.consolidation_hu) + 0.5 * texture
-                sub += core * (target - sub) + core * noise
-                sub_labels[core_region] = CONSOLIDATION
+                _paint(sub, sub_labels, core, target, noise, CONSOLIDATION)
     return out, labels
+
+
+def _paint(
+    image: np.ndarray, labels: np.ndarray, weight: np.ndarray, target: np.ndarray, noise: np.ndarray, kind: int
+) -> None:
+    """Blend a lesion of `kind` into `image` in place with blend `weight` and label it where weight >= 0.5.
+
+    Ground glass only raises density (vessels stay visible through it) and does not relabel
+    consolidation; consolidation replaces what is there.
+    """
+    region = weight >= 0.5
+    if kind == GGO:
+        image[:] = np.maximum(image, image + weight * (target - image) + weight * noise)
+        labels[region & (labels != CONSOLIDATION)] = GGO
+    else:
+        image += weight * (target - image) + weight * noise
+        labels[region] = CONSOLIDATION
 
 
 def _septal_lines(shape: tuple[int, int], pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
@@ -182,19 +192,14 @@ def _insert_diffuse(
     lo, hi = style.diffuse_radius_mm
     radius_px = float(rng.uniform(lo, hi if not consolidation else (lo + hi) / 2)) / pixel_mm
     weight = _blob(out.shape, (int(y), int(x)), radius_px, rng) * lung
-    region = weight >= 0.5
-    if region.sum() < 3:
+    if (weight >= 0.5).sum() < 3:
         return
     texture = style.texture_hu * _smooth_noise(out.shape, max(1.0, 2.0 / pixel_mm), rng)
     noise = rng.normal(0.0, style.noise_hu, out.shape).astype(np.float32)
     if consolidation:
-        target = rng.uniform(*style.consolidation_hu) + 0.5 * texture
-        out += weight * (target - out) + weight * noise
-        labels[region] = CONSOLIDATION
+        _paint(out, labels, weight, rng.uniform(*style.consolidation_hu) + 0.5 * texture, noise, CONSOLIDATION)
         return
     target = rng.uniform(*style.diffuse_ggo_hu) + texture
     if rng.random() < style.p_crazy_paving:
         target = target + rng.uniform(150.0, 350.0) * _septal_lines(out.shape, pixel_mm, rng)
-    blended = out + weight * (target - out) + weight * noise
-    out[:] = np.maximum(out, blended)  # vessels stay visible through ground glass
-    labels[region & (labels != CONSOLIDATION)] = GGO
+    _paint(out, labels, weight, target, noise, GGO)
