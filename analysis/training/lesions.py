@@ -134,10 +134,9 @@ def insert_lesions(
         noise = rng.normal(0.0, style.noise_hu, shape).astype(np.float32)
         sub, sub_labels = out[win], labels[win]
         kind = CONSOLIDATION if rng.random() < style.p_consolidation else GGO
-        if kind == GGO:
-            _paint(sub, sub_labels, weight, rng.uniform(*style.ggo_hu) + texture, noise, GGO)
-        else:
-            _paint(sub, sub_labels, weight, rng.uniform(*style.consolidation_hu) + 0.5 * texture, noise, CONSOLIDATION)
+        # Consolidation is more uniform than ground glass: half the texture.
+        hu_range, texture_share = (style.ggo_hu, 1.0) if kind == GGO else (style.consolidation_hu, 0.5)
+        _paint(sub, sub_labels, weight, rng.uniform(*hu_range) + texture_share * texture, noise, kind)
         if kind == GGO and rng.random() < style.p_mixed:
             core = np.clip((weight - 0.5) * 2.0, 0.0, 1.0) ** 2  # the blob's inner part
             if (core >= 0.5).sum() >= 3:
