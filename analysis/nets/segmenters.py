@@ -174,7 +174,7 @@ class InfectionNetSegmenter(_LungCropStage):
         for start in range(0, len(zs), self.batch_size):
             batch = zs[start : start + self.batch_size]
             logits = self._logits(crop(volume.hu[batch], box, AIR_HU)).contiguous(memory_format=torch.channels_last)
-            crop_labels = resize(logits, box.side).argmax(1).numpy().astype(np.uint8)
+            crop_labels = infection_labels(resize(logits, box.side)).numpy()
             labels[batch] = uncrop(crop_labels, box, (h, w))
         labels[lungs == 0] = 0
         return labels
@@ -189,9 +189,22 @@ class InfectionNetSegmenter(_LungCropStage):
             box = Box(-(side - h) // 2, -(side - w) // 2, side)
             square = crop(plane[None], box, AIR_HU)
             logits = self._logits(square)
-            labels = resize(logits, side).argmax(1).numpy().astype(np.uint8)
+            labels = infection_labels(resize(logits, side)).numpy()
             out.append(uncrop(labels, box, (h, w))[0])
         return out
+
+
+def infection_labels(logits: torch.Tensor) -> torch.Tensor:
+    """0 none, 1 GGO, 2 consolidation from the infection network's logits (n, 3, h, w): shape (n, h, w).
+
+    A pixel is infected where P(GGO) + P(consolidation) > P(none), then of the likelier kind. A plain
+    argmax over the three classes calls background a pixel whose probability is split between the two
+    kinds (faint haze the network half calls consolidation), although it is more likely infected than
+    not. Each of the five MedSeg folds gains 0.001-0.009 binary Dice by it (model card).
+    """
+    probs = logits.softmax(1)
+    kind = 1 + (probs[:, 2] > probs[:, 1]).to(torch.uint8)
+    return torch.where(probs[:, 0] < 0.5, kind, torch.zeros_like(kind))
 
 
 def mirrored_logits(net: nn.Module, batch: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ from analysis.nets.architectures import (
 )
 from analysis.nets.preprocess import resize
 from analysis.nets.registry import WeightMetadata, load_weights, save_weights
-from analysis.nets.segmenters import mirrored_logits
+from analysis.nets.segmenters import infection_labels, mirrored_logits
 from analysis.training.datasets import CROP_VIEW, LUNG_VIEW, MIN_ABNORMAL_PIXELS, SliceSet
 from analysis.training.lesions import LesionStyle, insert_lesions
 
@@ -371,7 +371,9 @@ def evaluate(net: nn.Module, batches: list[tuple[torch.Tensor, ...]], task: str)
         return {"auc": auc(s[known], y[known]), "accuracy": float(((s[known] > 0.5) == (y[known] > 0.5)).mean())}
     preds, truths = [], []
     for x, lab, _ in batches:
-        preds.append(net(x).argmax(1).numpy().astype(np.uint8))
+        logits = net(x)
+        labels = infection_labels(logits) if task == "infection" else logits.argmax(1)
+        preds.append(labels.numpy().astype(np.uint8))
         truths.append(lab.numpy().astype(np.uint8))
     p, t = np.concatenate(preds), np.concatenate(truths)
     if task == "lungs":

@@ -20,7 +20,13 @@ from analysis.nets.architectures import (
 )
 from analysis.nets.preprocess import Box, crop, lung_box, uncrop, window
 from analysis.nets.registry import ModelFileError, WeightMetadata, save_weights
-from analysis.nets.segmenters import InfectionNetSegmenter, LungNetSegmenter, SliceClassifier, load_segmenters
+from analysis.nets.segmenters import (
+    InfectionNetSegmenter,
+    LungNetSegmenter,
+    SliceClassifier,
+    infection_labels,
+    load_segmenters,
+)
 from analysis.phantoms import Severity, make_phantom, random_spec
 
 
@@ -92,6 +98,15 @@ def test_infection_segmenter_refuses_a_mask_of_another_shape(phantom):
     segmenter = InfectionNetSegmenter(_tiny(infection_architecture(width=4)), _metadata(INFECTION_MODEL, "i", {}, 64))
     with pytest.raises(ValueError, match="does not match"):
         segmenter(phantom.volume, phantom.lungs[1:])
+
+
+def test_infection_labels_call_a_pixel_infected_when_the_two_kinds_together_outweigh_none():
+    # P(none, GGO, consolidation) of four pixels; the first is split between the kinds (argmax: none).
+    probs = torch.tensor([[0.40, 0.35, 0.25], [0.60, 0.30, 0.10], [0.30, 0.30, 0.40], [0.05, 0.90, 0.05]])
+    logits = probs.log().T.reshape(1, 3, 2, 2)
+    assert logits.argmax(1).flatten().tolist() == [0, 0, 2, 1]
+    assert infection_labels(logits).flatten().tolist() == [1, 0, 2, 1]
+    assert infection_labels(logits).dtype == torch.uint8
 
 
 def test_infection_segmenter_labels_planes_of_any_size():
