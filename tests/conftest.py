@@ -6,6 +6,7 @@ and `viewer`; `outsider` is a clinician of team B.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,22 @@ def ctdata_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real CT data not available: {path} is missing (../shared/ctdata is not beside the project)")
     return path
+
+
+@lru_cache(maxsize=8)
+def analysed_real_scan(case: str, slices_per_slab: int = 1):
+    """(volume, result of the worker's default pipeline) of a COVID-CT-MD scan, optionally in thick slabs.
+
+    Cached for the whole test run: several evidence modules read the same four scans, and each analysis
+    of a 2 mm scan takes tens of seconds on two cores.
+    """
+    from analysis.execute import default_pipeline
+    from analysis.pipeline.volume import load_volume, to_thick_slabs
+
+    volume = load_volume(ctdata_path("covid-ct-md", case))
+    if slices_per_slab > 1:
+        volume = to_thick_slabs(volume, slices_per_slab)
+    return volume, default_pipeline(volume)
 
 
 def make_user(username: str, team, role: str):

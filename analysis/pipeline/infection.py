@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from analysis.pipeline.errors import PipelineError
 from analysis.pipeline.result import ModelInfo, combined_info, info_of
@@ -44,7 +45,7 @@ MIN_COMPONENT_ML = 0.03
 AERATED_LUNG_HU = -850.0
 CORE_REACH_MM = 6.0
 CORE_CAP_HU = -300.0
-# Dense (consolidation-band) voxels this close to a lung's medial edge are hilar vessels and bronchi.
+# Dense (consolidation-band) voxels this close (in plane) to the mediastinum are hilar vessels and bronchi.
 HILAR_MM = 30.0
 
 
@@ -91,7 +92,7 @@ class HUBandBaseline:
         candidate = lung & (hu > self.ggo_band[0]) & (hu <= self.consolidation_band[1])
         candidate &= hu >= _half_maximum(hu, volume.spacing, self.opening_radius_mm)
         if self.hilar_mm > 0:
-            candidate &= ~(_hilar_band(lungs[box], self.hilar_mm, sx) & (hu > self.consolidation_band[0]))
+            candidate &= ~(_hilar_band(lungs[box], self.hilar_mm, (sy, sx)) & (hu > self.consolidation_band[0]))
         candidate = _open_in_plane(candidate, self.opening_radius_mm, (sy, sx)) & lung
         candidate = _drop_small(candidate, self.min_component_ml / volume.voxel_volume_ml)
         labels = out[box]
@@ -199,30 +200,66 @@ def _half_maximum(hu: np.ndarray, spacing: tuple[float, float, float], opening_r
     return (np.minimum(core, CORE_CAP_HU) + AERATED_LUNG_HU) / 2
 
 
-def _hilar_band(lungs: np.ndarray, width_mm: float, pixel_x_mm: float) -> np.ndarray:
-    """Lung voxels near the hilum: within `width_mm` (along their row) of their lung's medial edge, in
-    the middle half of the lung's front-to-back extent in that slice (posterior, paravertebral lung is
-    not hilum, and dependent consolidation lies there)."""
+def _hilar_band(lungs: np.ndarray, width_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
+    """Lung voxels near the hilum: within `width_mm` (in plane) of the mediastinum, in the middle half of
+    their lung's front-to-back extent in that slice (posterior, paravertebral lung is not hilum, and
+    dependent consolidation lies there).
+
+    The mediastinum of a slice is what lies between the two lungs: inside their convex hull, outside
+    both, and between the lungs' centres from side to side. The distance is measured in the plane, not
+    along the row from the lung's medial-most pixel: below the main bronchi the lower lobes reach behind
+    the hilum to the spine, so along those rows the hilar arteries lie 40-50 mm from the "medial edge"
+    and their cross-sections (round, 8-10 mm, so the opening keeps them) were read as consolidation.
+    """
     band = np.zeros(lungs.shape, dtype=bool)
-    width = width_mm / pixel_x_mm
-    x = np.arange(lungs.shape[2])
-    y = np.arange(lungs.shape[1])
-    for label, towards_high_x in ((1, True), (2, False)):
-        lung = lungs == label
-        has = lung.any(axis=2)
-        if towards_high_x:
-            edge = lungs.shape[2] - 1 - np.argmax(lung[:, :, ::-1], axis=2)  # medial-most x per row
-            near = (edge[..., None] - x) < width
-        else:
-            edge = np.argmax(lung, axis=2)
-            near = (x - edge[..., None]) < width
-        rows = has.astype(np.int8)
-        front = np.argmax(rows, axis=1)
-        back = rows.shape[1] - 1 - np.argmax(rows[:, ::-1], axis=1)
-        quarter = (back - front) / 4
-        middle = (y >= (front + quarter)[:, None]) & (y <= (back - quarter)[:, None])
-        band |= lung & near & (has & middle)[..., None]
+    # The hull and the distance are smooth at the scale of millimetres: work on ~2 mm pixels (fast).
+    step = max(1, int(2.0 // min(pixel_mm)))
+    coarse = lungs[:, ::step, ::step]
+    x = np.arange(coarse.shape[2])
+    y = np.arange(lungs.shape[1])[:, None]
+    sampling = (pixel_mm[0] * step, pixel_mm[1] * step)
+    for z in range(lungs.shape[0]):
+        plane = coarse[z]
+        if not (plane == 1).any() or not (plane == 2).any():
+            continue
+        centres = sorted((np.nonzero(plane == 1)[1].mean(), np.nonzero(plane == 2)[1].mean()))
+        between = _filled_hull(plane > 0) & (plane == 0) & ((x > centres[0]) & (x < centres[1]))[None, :]
+        if not between.any():
+            continue
+        near = ndimage.distance_transform_edt(~between, sampling=sampling) < width_mm
+        near = np.repeat(np.repeat(near, step, axis=0), step, axis=1)[: lungs.shape[1], : lungs.shape[2]]
+        for label in (1, 2):
+            lung = lungs[z] == label
+            rows = np.flatnonzero(lung.any(axis=1))
+            if not len(rows):
+                continue
+            quarter = (rows[-1] - rows[0]) / 4
+            middle = (y >= rows[0] + quarter) & (y <= rows[-1] - quarter)
+            band[z] |= lung & near & middle
     return band
+
+
+def _filled_hull(mask: np.ndarray) -> np.ndarray:
+    """The convex hull of a 2-D mask, filled row by row between the hull's edges."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    first = np.argmax(mask[rows], axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
+    points = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)]).astype(np.float64)
+    try:  # each row's outermost pixels span the same hull as the whole mask
+        corners = points[ConvexHull(points).vertices]
+    except (QhullError, ValueError):  # too few or collinear points: the mask is its own hull
+        return mask.copy()
+    y0, x0 = corners[:, 0], corners[:, 1]
+    y1, x1 = np.roll(corners, -1, axis=0).T
+    span = np.arange(rows[0], rows[-1] + 1, dtype=np.float64)[:, None]
+    crossing = (span >= np.minimum(y0, y1)) & (span <= np.maximum(y0, y1)) & (y0 != y1)
+    x_at = x0 + (span - y0) * (x1 - x0) / np.where(y0 != y1, y1 - y0, 1.0)
+    low = np.where(crossing, x_at, np.inf).min(axis=1)
+    high = np.where(crossing, x_at, -np.inf).max(axis=1)
+    x = np.arange(mask.shape[1])
+    filled = np.zeros(mask.shape, dtype=bool)
+    filled[rows[0] : rows[-1] + 1] = (x >= np.ceil(low - 1e-6)[:, None]) & (x <= np.floor(high + 1e-6)[:, None])
+    return filled | mask
 
 
 def _drop_small(mask: np.ndarray, min_voxels: float) -> np.ndarray:

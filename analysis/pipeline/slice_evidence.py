@@ -6,8 +6,9 @@ Why not the classifier alone: on the held-out COVID-CT-MD scans its reading foll
 crop the lungs fill (Spearman 0.9 against lung area on the normal scans), so mid-lung slices read high
 whether or not they hold a lesion, and it ranks P001's labelled slices at AUC 0.891 only. The
 segmentation knows where the lesions are but reads vessels and dependent density as small lesions.
-They err on different slices: the mean of the two ranks P001 at 0.943 and cap001 at 0.982 (classifier
-alone 0.891 / 0.946), and the slice curve now agrees with the infection overlay (model card).
+They err on different slices: the mean of the two ranks P001 at 0.975 and cap001 at 0.964 (classifier
+alone 0.891 / 0.946; pipeline 0.5.0, whose HU baseline no longer reads hilar vessels as consolidation),
+and the slice curve agrees with the infection overlay (model card).
 
 The lesion reader's logit is log(area + 0.05 cm^2) - log(LESION_AREA_EVEN_CM2): even odds at 2 cm^2 of
 lesion in the slice (a 16 mm disc), where 95 % of the slices of the two normal scans read less; each
