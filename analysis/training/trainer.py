@@ -77,6 +77,7 @@ class TrainConfig:
     # Classifier: share of the validation normal slices that must read P(abnormal) <= 0.5 (calibrate_logit_offset).
     specificity: float = 0.9
     diffuse: float = 0.0  # share of lesioned host slices that also get a diffuse opacity (LesionStyle.p_diffuse)
+    copy_paste: float = 0.0  # share of labelled 2-D planes that receive another plane's real lesions (paste_lesions)
     training_data: list[str] = field(default_factory=list)
 
     def architecture(self) -> dict[str, Any]:
@@ -164,6 +165,7 @@ def _sample(
     slab_mm: float = 0.0,
     slab_p: float = 0.35,
     style: LesionStyle | None = None,
+    copy_paste: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(HU image, labels, abnormal) of one sample, with synthetic lesions drawn when it is a host slice.
 
@@ -194,7 +196,39 @@ def _sample(
             labels = lesion  # host slices are normal: the drawn lesions are all their infection
         if (lesion > 0).sum() >= MIN_ABNORMAL_PIXELS:
             abnormal = 1.0
+    elif task == "infection" and copy_paste > 0 and data.z[index] < 0 and rng.random() < copy_paste:
+        donors = np.flatnonzero((data.z < 0) & data.labels.reshape(len(data), -1).any(1))
+        donors = donors[donors != index]
+        if len(donors):
+            donor = int(rng.choice(donors))
+            image, labels = paste_lesions(image, labels, data.images[donor], data.labels[donor], rng)
+            abnormal = 1.0 if (labels > 0).sum() >= MIN_ABNORMAL_PIXELS else abnormal
     return image, labels, abnormal
+
+
+PASTE_LUNG_HU = -500.0  # a pasted lesion pixel lands only on aerated lung (or on the plane's own lesions)
+OUTSIDE_AIR_HU = -950.0  # air outside the body (and the crop's padding) is darker than aerated lung
+
+
+def paste_lesions(
+    image: np.ndarray, labels: np.ndarray, donor_image: np.ndarray, donor_labels: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copy-paste augmentation: the donor plane's lesion pixels, turned and flipped at random, into this plane.
+
+    Only where this plane is aerated lung (air not reaching the picture's edge, which is outside the body)
+    or already lesion, so that no lesion lands on the chest wall, mediastinum or padding; the pasted
+    pixels take the donor's HU and labels."""
+    k, flip = int(rng.integers(4)), rng.random() < 0.5
+    d_img, d_lab = np.rot90(donor_image, k), np.rot90(donor_labels, k)
+    if flip:
+        d_img, d_lab = d_img[:, ::-1], d_lab[:, ::-1]
+    pieces, _ = ndimage.label(image < OUTSIDE_AIR_HU)
+    edge = np.unique(np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]]))
+    # grown by 2 pixels: the resized padding's edge has lung-like HU
+    outside = ndimage.binary_dilation(np.isin(pieces, edge[edge > 0]), iterations=2)
+    lung = (image < PASTE_LUNG_HU) & ~outside
+    paste = (d_lab > 0) & (lung | (labels > 0))
+    return np.where(paste, d_img, image).astype(image.dtype), np.where(paste, d_lab, labels).astype(labels.dtype)
 
 
 def lesions_through_slab(
@@ -280,11 +314,12 @@ def make_batch(
     slab_p: float = 0.35,
     size: int = 0,
     style: LesionStyle | None = None,
+    copy_paste: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(network input (n,1,S,S), labels (n,S,S) long, abnormal (n,) float) for the given samples."""
     images, labels, abnormal = [], [], []
     for index in indices:
-        image, label, flag = _sample(data, int(index), task, rng, p_synthetic, slab_mm, slab_p, style)
+        image, label, flag = _sample(data, int(index), task, rng, p_synthetic, slab_mm, slab_p, style, copy_paste)
         images.append(image)
         labels.append(label)
         abnormal.append(flag)
@@ -532,6 +567,7 @@ def train_network(
                 slab_p=config.slab_p,
                 size=config.input_size(),
                 style=style,
+                copy_paste=config.copy_paste,
             )
             logits = net(x)
             if task == "classifier":

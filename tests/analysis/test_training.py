@@ -33,6 +33,7 @@ from analysis.training.trainer import (
     calibrate_logit_offset,
     lesions_through_slab,
     make_batch,
+    paste_lesions,
     train_network,
 )
 
@@ -546,3 +547,27 @@ def test_evaluate_slices_combined_adds_the_baseline_dense_cores_that_touch_a_net
         combined = np.array(Image.open(tmp_path / "comb" / f"{i}.png"))
         assert (baseline == 2).sum() > 40  # the lesion is dense enough for the baseline
         np.testing.assert_array_equal(combined, np.where(baseline == 2, 2, 1))
+
+
+def test_pasted_lesions_land_on_aerated_lung_only_with_the_donor_s_hu_and_labels():
+    # A plane: air outside the body (edges), soft tissue, one aerated lung with a lesion of its own.
+    image = np.full((64, 64), -1000.0, np.float32)
+    image[8:56, 8:56] = 40.0
+    image[16:48, 16:40] = -850.0
+    labels = np.zeros((64, 64), np.uint8)
+    image[20:24, 20:24], labels[20:24, 20:24] = -500.0, 1
+    # A donor whose lesion covers the whole picture: turned or flipped, it still does.
+    donor_image = np.full((64, 64), -20.0, np.float32)
+    donor_labels = np.full((64, 64), 2, np.uint8)
+    out_image, out_labels = paste_lesions(image, labels, donor_image, donor_labels, np.random.default_rng(0))
+    lung = image == -850.0
+    assert (out_labels[lung] == 2).all()
+    assert (out_image[lung] == -20.0).all()
+    assert (out_labels[20:24, 20:24] == 2).all()  # the plane's own lesion takes the donor's label
+    outside = ~lung & (labels == 0)
+    assert (out_labels[outside] == 0).all()  # never on soft tissue or the air outside the body
+    assert (out_image[outside] == image[outside]).all()
+    # A donor without lesions changes nothing.
+    same_image, same_labels = paste_lesions(image, labels, donor_image, np.zeros_like(labels), np.random.default_rng(0))
+    assert (same_image == image).all()
+    assert (same_labels == labels).all()

@@ -73,6 +73,12 @@ class Command(BaseCommand):
             "--p-synthetic", type=float, default=0.7, help="share of host slices that receive synthetic lesions"
         )
         parser.add_argument(
+            "--copy-paste",
+            type=float,
+            default=0.0,
+            help="share of labelled 2-D planes (medseg2d) that also receive another plane's real lesions",
+        )
+        parser.add_argument(
             "--diffuse",
             type=float,
             default=0.0,
@@ -151,6 +157,7 @@ class Command(BaseCommand):
             size=options["size"],
             specificity=options["specificity"],
             diffuse=options["diffuse"],
+            copy_paste=options["copy_paste"],
             training_data=[str(spec) + "".join(f",{k}={v}" for k, v in spec.options.items()) for spec in specs],
         )
         from analysis.nets.registry import ModelFileError
