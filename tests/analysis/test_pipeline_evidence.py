@@ -115,27 +115,18 @@ def test_subpleural_opacities_against_the_wall_and_in_the_recess_are_measured_wi
 # --- real data -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def real_results():
-    return analysed_real_scan
-
-
-def _analysed(analyse, case: str, slab: int = 1) -> tuple[object, PipelineResult]:
-    return analyse(case, slab)
-
-
 @pytest.mark.realdata
 @pytest.mark.parametrize("case", ["normal001", "normal002"])
-def test_normal_lungs_have_almost_no_infection(real_results, case):
-    _, result = _analysed(real_results, case)
+def test_normal_lungs_have_almost_no_infection(case):
+    _, result = analysed_real_scan(case)
     both = result.region("both")
     assert both.lung_volume_ml > 2000
     assert both.poi < 0.005, f"{case}: POI {100 * both.poi:.2f} %"
 
 
 @pytest.mark.realdata
-def test_p001_slice_infection_area_separates_the_radiologists_infected_slices(real_results):
-    volume, result = _analysed(real_results, "P001")
+def test_p001_slice_infection_area_separates_the_radiologists_infected_slices():
+    volume, result = analysed_real_scan("P001")
     labels = read_slice_labels(ctdata_path("covid-ct-md", "P001_slice_labels.csv"), volume)
     area = np.array([s.infection_area_mm2 / max(s.lung_area_mm2, 1.0) for s in result.slices])
     known = labels >= 0
@@ -151,9 +142,9 @@ POI_SLAB_TOLERANCE = {"P001": 0.01, "cap001": 0.01}
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("case", ["P001", "cap001"])
-def test_ten_millimetre_slabs_give_the_same_poi_and_lung_volume_as_the_thin_scan(real_results, case):
-    _, thin = _analysed(real_results, case)
-    thick_volume, thick = _analysed(real_results, case, slab=5)
+def test_ten_millimetre_slabs_give_the_same_poi_and_lung_volume_as_the_thin_scan(case):
+    _, thin = analysed_real_scan(case)
+    thick_volume, thick = analysed_real_scan(case, slab=5)
     assert thick_volume.spacing[0] == pytest.approx(10.0)
     a, b = thin.region("both"), thick.region("both")
     assert b.lung_volume_ml == pytest.approx(a.lung_volume_ml, rel=0.03)
@@ -177,13 +168,13 @@ def _largest_air_body_ml(volume, lungs: np.ndarray) -> float:
 
 @pytest.mark.realdata
 @pytest.mark.parametrize(("case", "slab"), [("cap001", 1), ("cap001", 5), ("normal002", 5)])
-def test_stomach_and_colon_gas_under_the_diaphragm_stay_out_of_the_lungs(real_results, case, slab):
+def test_stomach_and_colon_gas_under_the_diaphragm_stay_out_of_the_lungs(case, slab):
     # The colon's splenic flexure joins cap001's lungs at 2 mm (61 mL of it was lung) and normal002's
     # left lung in 10 mm slabs (33 mL); the lung network's gas veto leaves them out (lungs.drop_abdominal_gas).
-    volume, result = _analysed(real_results, case, slab)
+    volume, result = analysed_real_scan(case, slab)
     assert _largest_air_body_ml(volume, result.lungs) < 20.0
     if case == "normal002":
-        _, thin = _analysed(real_results, case)
+        _, thin = analysed_real_scan(case)
         assert result.region("left").lung_volume_ml == pytest.approx(thin.region("left").lung_volume_ml, rel=0.03)
 
 
