@@ -144,7 +144,7 @@ POI_SLAB_TOLERANCE = {"P001": 0.01, "cap001": 0.01}
 @pytest.mark.parametrize("case", ["P001", "cap001"])
 def test_ten_millimetre_slabs_give_the_same_poi_and_lung_volume_as_the_thin_scan(case):
     _, thin = analysed_real_scan(case)
-    thick_volume, thick = analysed_real_scan(case, slab=5)
+    thick_volume, thick = analysed_real_scan(case, slices_per_slab=5)
     assert thick_volume.spacing[0] == pytest.approx(10.0)
     a, b = thin.region("both"), thick.region("both")
     assert b.lung_volume_ml == pytest.approx(a.lung_volume_ml, rel=0.03)
