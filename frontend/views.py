@@ -24,7 +24,7 @@ from analysis.runs import retry_run as retry
 from analysis.severity import severity_of_run
 from audit.choices import AuditAction
 from audit.log import record
-from patients.models import SUSPECTED_RATIO_THRESHOLD
+from patients.models import HIGHEST_NORMAL_SHARE, LOWEST_PNEUMONIA_SHARE, SUSPECTED_RATIO_THRESHOLD
 
 from . import figures, queries
 from .forms import TeamSettingsForm, UploadForm
@@ -179,5 +179,11 @@ def team_settings(request: HttpRequest, slug: str) -> HttpResponse:
         record(request, AuditAction.CHANGE, team, team=team, summary=f"team settings: {changed or 'no change'}")
         messages.success(request, f"Settings of {team.name} saved.")
         return redirect("team-settings", slug=team.slug)
-    context = {"team": team, "form": form, "default_threshold": SUSPECTED_RATIO_THRESHOLD}
+    context = {
+        "team": team,
+        "form": form,
+        "default_threshold": SUSPECTED_RATIO_THRESHOLD,
+        "normal_share": HIGHEST_NORMAL_SHARE,
+        "pneumonia_share": LOWEST_PNEUMONIA_SHARE,
+    }
     return render(request, "frontend/team_settings.html", context)

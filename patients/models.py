@@ -13,10 +13,12 @@ from django.db import models
 from .choices import PhraseLabel, ReportLabel, ReportSource, Role, SeriesSource, SeriesStatus, Sex
 
 # Default share of abnormal slices that flags a scan: half way between the highest share on the normal
-# COVID-CT-MD scans (0.10, normal002 in 10 mm slabs) and the lowest on the pneumonia ones (0.46, P001 in
-# 10 mm slabs), with P(abnormal) fusing the classifier and the slice's lesion area (0.27, then 0.22,
-# with the classifier alone: model card).
-SUSPECTED_RATIO_THRESHOLD = 0.28
+# COVID-CT-MD scans and the lowest on the pneumonia ones, over their 2 mm scans and 10 mm slabs, as the
+# worker reads them (pipeline 0.5.0: normal002 in 10 mm slabs, P001 in 10 mm slabs; model card). The
+# settings page quotes the two shares; tests/analysis/test_corona_evidence.py measures them again.
+HIGHEST_NORMAL_SHARE = 0.10
+LOWEST_PNEUMONIA_SHARE = 0.32
+SUSPECTED_RATIO_THRESHOLD = round((HIGHEST_NORMAL_SHARE + LOWEST_PNEUMONIA_SHARE) / 2, 2)
 
 # Default tolerances under which a change between two consecutive scans counts as stable. They are
 # starting points a team admin tunes: one percentage point of POI and 10 HU of iHU are about the spread

@@ -25,7 +25,7 @@ def ctdata_path(*parts: str) -> Path:
     return path
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=12)
 def analysed_real_scan(case: str, slices_per_slab: int = 1):
     """(volume, result of the worker's default pipeline) of a COVID-CT-MD scan, optionally in thick slabs.
 
