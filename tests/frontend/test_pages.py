@@ -448,8 +448,8 @@ def test_team_admin_sets_the_suspected_threshold_and_the_flag_follows(as_user, t
     page = admin.get(settings_url).content.decode()
     assert f'value="{SUSPECTED_RATIO_THRESHOLD}"' in page
     assert f"The default, {SUSPECTED_RATIO_THRESHOLD}, lies half way" in page  # the hint names the real default
-    assert f"normal test scans ({HIGHEST_NORMAL_SHARE})" in page
-    assert f"pneumonia scans ({LOWEST_PNEUMONIA_SHARE})" in page
+    assert f"normal test scans ({HIGHEST_NORMAL_SHARE:.2f})" in page
+    assert f"pneumonia scans ({LOWEST_PNEUMONIA_SHARE:.2f})" in page
 
     refused = admin.post(settings_url, {"suspected_ratio_threshold": "1.5"})
     assert "less than or equal to 1" in refused.content.decode()
