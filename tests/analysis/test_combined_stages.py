@@ -188,3 +188,16 @@ def test_the_worker_s_default_stages_use_the_shipped_lung_network_only_to_veto_g
     assert lungs.info.name == "classical-threshold-hull+lungs-unet2d gas veto"
     assert lungs.info.sha256 == lungs.network.metadata.sha256
     assert pipeline_stages(defaults_only=False)["lungs"].recover_dense
+
+
+def test_fat_the_network_calls_lung_is_not_recovered_and_consolidation_with_some_fat_is():
+    # P001: the network's coarse edge took in 21 mL of the fat over the left dome (median -94 HU).
+    volume, classical = _chest()
+    guide = classical.copy()
+    guide[4:16, 25:55, 130:150] = RIGHT
+    volume.hu[4:16, 25:55, 130:150] = -100  # fat
+    assert not recover_dense_lung(volume, classical, guide)[4:16, 25:55, 130:150].any()
+
+    volume.hu[4:16, 25:55, 130:150] = 20  # consolidation ...
+    volume.hu[4:16, 25:35, 130:150] = -120  # ... a third of it fat-like (partial volume, fat)
+    assert (recover_dense_lung(volume, classical, guide)[4:16, 25:55, 130:150] == RIGHT).all()
