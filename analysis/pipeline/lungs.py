@@ -149,8 +149,8 @@ class NetworkGuidedLungSegmenter(LungSegmenter):
 
     Without `recover_dense` the network only vetoes gas: what the worker runs by default. The recovery
     once took in the fat over P001's left dome (no longer: pieces must be of water density); with the HU
-    baseline it now improves every phantom's POI and lung volume, but the consolidation it adds shows the
-    baseline's iHU bias that the missing consolidation had hidden (model card, 2026-12-04).
+    baseline it improves the POI and lung volume of the phantoms it changes, but the consolidation it
+    adds shows the baseline's iHU bias that the missing consolidation had hidden (model card, 2026-12-04).
     """
 
     def __init__(
