@@ -14,10 +14,10 @@ from .choices import PhraseLabel, ReportLabel, ReportSource, Role, SeriesSource,
 
 # Default share of abnormal slices that flags a scan: half way between the highest share on the normal
 # COVID-CT-MD scans and the lowest on the pneumonia ones, over their 2 mm scans and 10 mm slabs, as the
-# worker reads them (pipeline 0.5.0: normal002 in 10 mm slabs, P001 in 10 mm slabs; model card). The
+# worker reads them (pipeline 0.6.0: normal002 in 10 mm slabs, P001 in 10 mm slabs; model card). The
 # settings page quotes the two shares; tests/analysis/test_corona_evidence.py measures them again.
 HIGHEST_NORMAL_SHARE = 0.10
-LOWEST_PNEUMONIA_SHARE = 0.32
+LOWEST_PNEUMONIA_SHARE = 0.36
 SUSPECTED_RATIO_THRESHOLD = round((HIGHEST_NORMAL_SHARE + LOWEST_PNEUMONIA_SHARE) / 2, 2)
 
 # Default tolerances under which a change between two consecutive scans counts as stable. They are

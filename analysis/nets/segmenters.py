@@ -310,9 +310,9 @@ def pipeline_stages(directory: Path | None = None, *, defaults_only: bool = True
     decides about dense lung next to it) and the infection network is completed by the HU baseline's
     dense cores: alone, each network measured worse than these combinations (model card). With
     `defaults_only`, the infection stage is left out unless its metadata says `pipeline_default`, and
-    the lung network only vetoes gas unless its metadata says so (what the dense-lung recovery adds
-    changes the HU baseline's iHU: model card); the classifier replaces nothing (it adds heat maps and
-    the corona score), so it is always in.
+    the lung network only vetoes gas unless its metadata says so (the shipped lung network's does: it
+    also recovers dense lung); the classifier replaces nothing (it adds heat maps and the corona score),
+    so it is always in.
     """
     from analysis.pipeline.infection import NetworkWithDenseCores
     from analysis.pipeline.lungs import NetworkGuidedLungSegmenter

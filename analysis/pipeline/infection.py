@@ -4,7 +4,7 @@ Until a trained network is registered, `HUBandBaseline` does the work and says s
 kind="baseline"): it is a density rule, not a learned model. Inside the lungs, after a light in-plane
 smoothing against noise, voxels in the GGO band (-700..-300 HU) or the consolidation band
 (-300..+100 HU) are candidates; a candidate must also reach half way from aerated lung (-850 HU) to
-the core of the lesion around it (the local maximum, within ~10 mm, of a grey opening that removes
+the core of the lesion around it (the local maximum in the lung, within ~10 mm, of a grey opening that removes
 vessels; capped at -300 HU so the ground-glass halo of a consolidation stays in), which splits a thick
 slice's partial-volume shell where the lesion covers half a voxel, as the truth does; a per-slice
 morphological opening (radius ~3.5 mm) removes what is thin (vessels, airway walls, the partial-volume
@@ -90,7 +90,7 @@ class HUBandBaseline:
             volume.hu[box].astype(np.float32), sigma=(0.0, SMOOTH_SIGMA_MM / sy, SMOOTH_SIGMA_MM / sx)
         )
         candidate = lung & (hu > self.ggo_band[0]) & (hu <= self.consolidation_band[1])
-        candidate &= hu >= _half_maximum(hu, volume.spacing, self.opening_radius_mm)
+        candidate &= hu >= _half_maximum(hu, lung, volume.spacing, self.opening_radius_mm)
         if self.hilar_mm > 0:
             candidate &= ~(_hilar_band(lungs[box], self.hilar_mm, (sy, sx)) & (hu > self.consolidation_band[0]))
         candidate = _open_in_plane(candidate, self.opening_radius_mm, (sy, sx)) & lung
@@ -185,10 +185,17 @@ def _open_in_plane(mask: np.ndarray, radius_mm: float, pixel_mm: tuple[float, fl
     return out
 
 
-def _half_maximum(hu: np.ndarray, spacing: tuple[float, float, float], opening_radius_mm: float) -> np.ndarray:
-    """Per voxel, half way between aerated lung and the nearby lesion core's HU (see module doc)."""
+def _half_maximum(
+    hu: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float], opening_radius_mm: float
+) -> np.ndarray:
+    """Per voxel, half way between aerated lung and the nearby lesion core's HU (see module doc).
+
+    The core is looked for in the lung only: the chest wall, heart or diaphragm next to a subpleural
+    ground glass would otherwise be its "core" and raise its edge to -575 HU, taking a fifth of it away.
+    """
     sz, sy, sx = spacing
     pixel = (sy + sx) / 2
+    hu = np.where(lung, hu, np.float32(AERATED_LUNG_HU))
     # Grey opening first, so thin bright structures (vessels) do not raise the core level of the GGO
     # they cross; then the local maximum: the HU of the core of the lesion a voxel belongs to.
     opening = 2 * round(opening_radius_mm / pixel) + 1

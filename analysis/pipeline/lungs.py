@@ -147,10 +147,9 @@ class NetworkGuidedLungSegmenter(LungSegmenter):
     """The classical lungs without the abdominal gas a trained network does not call lung and, with
     `recover_dense`, plus the dense lung it finds next to them (see module doc).
 
-    Without `recover_dense` the network only vetoes gas: what the worker runs by default. The recovery
-    once took in the fat over P001's left dome (no longer: pieces must be of water density); with the HU
-    baseline it improves the POI and lung volume of the phantoms it changes, but the consolidation it
-    adds shows the baseline's iHU bias that the missing consolidation had hidden (model card, 2026-12-04).
+    The worker runs it with `recover_dense` when the network's metadata says `pipeline_default` (the
+    shipped weights do since pipeline 0.6.0: consolidation against the heart, on the diaphragm and in the
+    costophrenic recesses is measured, model card); without it the network only vetoes gas.
     """
 
     def __init__(
@@ -278,12 +277,11 @@ def recover_dense_lung(
         sizes = np.bincount(pieces.ravel())
         touching = np.zeros(n + 1, dtype=bool)
         touching[pieces[ndimage.binary_dilation(lung) & crop]] = True
-        keep = touching & (sizes >= min_voxels)
+        # Median >= min_median_hu <=> at least half of the piece's voxels reach it (counting is much faster
+        # than ndimage.median, which sorts the whole box: 2.6 s on a 148-slice scan).
+        reaching = np.bincount(pieces[hu[box] >= min_median_hu], minlength=n + 1)
+        keep = touching & (sizes >= min_voxels) & (2 * reaching >= sizes)
         keep[0] = False
-        if keep.any():
-            labelled = np.flatnonzero(keep)
-            medians = ndimage.median(hu[box], labels=pieces, index=labelled)
-            keep[labelled[np.asarray(medians) < min_median_hu]] = False
         # The opening also rounds off the corners of what it keeps: grow it back inside the candidates
         # by the same radius (a thin rim further away does not come back).
         kept = ndimage.binary_dilation(keep[pieces], structure=_PLANE, iterations=radius, mask=candidate[box])

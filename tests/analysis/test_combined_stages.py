@@ -179,15 +179,24 @@ def test_a_network_that_does_not_read_the_scan_vetoes_nothing_and_says_so():
     assert "does not read" in warning
 
 
-def test_the_worker_s_default_stages_use_the_shipped_lung_network_only_to_veto_gas():
+def test_the_worker_s_default_stages_use_the_shipped_lung_network_to_veto_gas_and_recover_dense_lung(tmp_path):
+    import shutil
+
+    from analysis.nets.registry import update_metadata, weight_paths
     from analysis.nets.segmenters import pipeline_stages
 
     lungs = pipeline_stages(defaults_only=True)["lungs"]
     assert isinstance(lungs, NetworkGuidedLungSegmenter)
-    assert not lungs.recover_dense  # the dense-lung recovery stays opt-in (it takes in the dome: model card)
-    assert lungs.info.name == "classical-threshold-hull+lungs-unet2d gas veto"
+    assert lungs.recover_dense  # the shipped weights' metadata says pipeline_default (pipeline 0.6.0)
+    assert lungs.info.name == "classical-threshold-hull+lungs-unet2d"
     assert lungs.info.sha256 == lungs.network.metadata.sha256
-    assert pipeline_stages(defaults_only=False)["lungs"].recover_dense
+    # Weights whose metadata does not say so only veto gas, and the run records it.
+    for path in weight_paths("lungs-unet2d"):
+        shutil.copy(path, tmp_path / path.name)
+    update_metadata("lungs-unet2d", tmp_path, pipeline_default=False)
+    veto_only = pipeline_stages(tmp_path, defaults_only=True)["lungs"]
+    assert not veto_only.recover_dense
+    assert veto_only.info.name == "classical-threshold-hull+lungs-unet2d gas veto"
 
 
 def test_fat_the_network_calls_lung_is_not_recovered_and_consolidation_with_some_fat_is():

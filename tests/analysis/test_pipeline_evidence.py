@@ -17,9 +17,10 @@ from analysis.training.datasets import read_slice_labels
 from tests.conftest import analysed_real_scan, ctdata_path
 
 THICKNESSES = (1.0, 2.5, 5.0, 10.0)
-# The issue asks for 15 HU; the HU-band baseline reaches it on 6 of these 8 scans and is within 27 HU
-# on the other two (moderate phantom at 1 and 10 mm: the ground-glass halo edges). Tighten with a
-# better infection model.
+# The issue asks for 15 HU; the HU-band baseline reaches it on 5 of these 8 scans (pipeline 0.6.0) and
+# reads the moderate phantom 29 / 29 / 24 HU high at 1 / 2.5 / 5 mm (at 1 mm: 6 mL of vessels and 4 mL
+# of chest wall next to recovered consolidation counted, 9 mL of faint ground-glass edge missed).
+# Tighten with a better infection model.
 IHU_TOLERANCE_HU = 30
 
 
@@ -51,10 +52,23 @@ def test_phantom_lung_volume_poi_and_ihu_match_the_truth_at_every_thickness(seve
     assert left.lung_volume_ml == pytest.approx(truth.left_lung_ml, rel=0.05)
 
 
+@pytest.mark.parametrize("thickness", THICKNESSES)
+def test_a_phantom_without_lesions_reads_almost_no_infection_at_every_thickness(thickness):
+    # What is read is vessels: 0.09-0.24 % on phantoms 9300-9302 (pipeline 0.6.0); real normal lungs
+    # 0.04-0.08 % at 2 mm and 0.11-0.56 % in 10 mm slabs. Before 2026-12-04 the phantom's vessels met in a
+    # hub 26 mm inside each lung and read 0.33-0.50 %, which hid the baseline's iHU bias (model card).
+    phantom = make_phantom(
+        random_spec(9300, Severity.NORMAL), slice_thickness_mm=thickness, pixel_spacing_mm=1.4, matrix=256
+    )
+    assert phantom.truth.poi == 0
+    both = default_pipeline(phantom.volume).region("both")
+    assert both.poi < 0.003, f"POI {100 * both.poi:.2f} % at {thickness} mm"
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap of the classical lung mask: consolidation against the heart (no aerated lung medial "
-    "to it) and resting on the diaphragm (no lung below it) is left out, so POI reads 4-5 points low",
+    reason="known gap: consolidation against the heart (no aerated lung medial to it) and resting on the "
+    "diaphragm (no lung below it) is only partly recovered by the lung network, so POI reads 2.4-4 points low",
 )
 @pytest.mark.parametrize("seed", [9102, 9106])
 def test_severe_phantoms_with_consolidation_against_the_heart_and_diaphragm_match_the_poi(seed):
@@ -91,25 +105,16 @@ def _opacities_found(thickness: float) -> list[tuple[int, float, object]]:
 
 @pytest.mark.parametrize("thickness", THICKNESSES)
 def test_each_focal_opacity_is_found_with_its_volume_within_ten_percent(thickness):
-    # Lesions 3 (posterior subpleural GGO) and 4 (central consolidation); 1 and 2 are known gaps below.
-    # At 10 mm the consolidation's partial-volume shell adds ~13 %: 10 % holds up to 5 mm.
+    # 1: GGO against the lateral chest wall (read 20-36 % small until pipeline 0.6.0, when the wall raised
+    # its half-maximum edge); 2: consolidation in the posterior costophrenic recess (half outside the
+    # classical lung mask until the lung network's dense-lung recovery); 3: posterior subpleural GGO;
+    # 4: central consolidation. At 10 mm the consolidation's partial-volume shell adds ~13 %: 10 % holds
+    # up to 5 mm.
     tolerance = 0.10 if thickness <= 5.0 else 0.15
-    for number, expected_ml, opacity in _opacities_found(thickness)[2:]:
+    for number, expected_ml, opacity in _opacities_found(thickness):
         assert opacity.volume_ml == pytest.approx(expected_ml, rel=tolerance), f"lesion {number} at {thickness} mm"
         ggo = SEPARATE_LESIONS.lesions[number - 1].kind == "ggo"
         assert opacity.kind in (("ggo", "mixed") if ggo else ("consolidation", "mixed"))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap of the classical methods: a GGO against the lateral chest wall loses ~20 % of its "
-    "volume (the wall raises its half-maximum edge), and a consolidation in the posterior costophrenic "
-    "recess is half outside the classical lung mask (no lung below it to recover it from)",
-)
-@pytest.mark.parametrize("thickness", [2.5])
-def test_subpleural_opacities_against_the_wall_and_in_the_recess_are_measured_within_ten_percent(thickness):
-    for number, expected_ml, opacity in _opacities_found(thickness)[:2]:
-        assert opacity.volume_ml == pytest.approx(expected_ml, rel=0.10), f"lesion {number} at {thickness} mm"
 
 
 # --- real data -----------------------------------------------------------------------------------

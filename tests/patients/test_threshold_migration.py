@@ -11,6 +11,7 @@ STEPS = [
     ("0003_radiology_reports_lexicon_tolerances", "0004_suspected_threshold_for_mirrored_reading", 0.27, 0.22),
     ("0004_suspected_threshold_for_mirrored_reading", "0005_suspected_threshold_for_fused_slice_reading", 0.22, 0.28),
     ("0005_suspected_threshold_for_fused_slice_reading", "0006_suspected_threshold_after_hilar_rule", 0.28, 0.21),
+    ("0006_suspected_threshold_after_hilar_rule", "0007_suspected_threshold_with_dense_lung_recovery", 0.21, 0.23),
 ]
 
 
