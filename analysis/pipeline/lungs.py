@@ -148,8 +148,8 @@ class NetworkGuidedLungSegmenter(LungSegmenter):
     `recover_dense`, plus the dense lung it finds next to them (see module doc).
 
     The worker runs it with `recover_dense` when the network's metadata says `pipeline_default` (the
-    shipped weights do since pipeline 0.6.0: consolidation against the heart, on the diaphragm and in the
-    costophrenic recesses is measured, model card); without it the network only vetoes gas.
+    shipped weights do since pipeline 0.6.0: more of the consolidation against the heart, on the diaphragm
+    and in the costophrenic recesses is measured, model card); without it the network only vetoes gas.
     """
 
     def __init__(
