@@ -82,8 +82,8 @@ def default_pipeline(volume: CTVolume, *, progress: Callable[[str, int], None] |
 
 @functools.lru_cache(maxsize=4)
 def _segmenters(directory: str) -> dict:
-    # Loaded (and their sha256 checked) once per worker process, not once per scan. Only networks whose
-    # metadata says they beat the classical method on the measured targets take part (model card).
+    # Loaded (and their sha256 checked) once per worker process, not once per scan. A network replaces a
+    # classical method only where its metadata says it measured better; otherwise it only vetoes (model card).
     from .nets.segmenters import pipeline_stages
 
     return pipeline_stages(Path(directory), defaults_only=True)

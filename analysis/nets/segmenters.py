@@ -161,12 +161,16 @@ class InfectionNetSegmenter(_LungCropStage):
     stage = "infection"
     default_name = INFECTION_MODEL
 
-    @torch.inference_mode()
     def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
+        return self.segment_slices(volume, lungs, self._slices_with_lung(lungs))
+
+    @torch.inference_mode()
+    def segment_slices(self, volume: CTVolume, lungs: np.ndarray, zs: np.ndarray) -> np.ndarray:
+        """Labels of the slices `zs` only (the others stay 0), cropped to the whole study's lung box as
+        `__call__` crops them, so a slice reads the same either way."""
         labels = np.zeros(volume.shape, dtype=np.uint8)
         if lungs.shape != volume.shape:
             raise ValueError(f"lung mask {lungs.shape} does not match the volume {volume.shape}")
-        zs = self._slices_with_lung(lungs)
         box = lung_box(lungs)
         if box is None:
             return labels
@@ -309,12 +313,13 @@ def pipeline_stages(directory: Path | None = None, *, defaults_only: bool = True
     The lung network guides the classical lung mask (it vetoes abdominal gas the air mask took in and
     decides about dense lung next to it) and the infection network is completed by the HU baseline's
     dense cores: alone, each network measured worse than these combinations (model card). With
-    `defaults_only`, the infection stage is left out unless its metadata says `pipeline_default`, and
+    `defaults_only`, the infection network only vetoes the HU baseline's dense pieces in which it sees no
+    lesion (vessels) unless its metadata says `pipeline_default`, and
     the lung network only vetoes gas unless its metadata says so (the shipped lung network's does: it
     also recovers dense lung); the classifier replaces nothing (it adds heat maps and the corona score),
     so it is always in.
     """
-    from analysis.pipeline.infection import NetworkWithDenseCores
+    from analysis.pipeline.infection import BaselineWithNetworkVeto, NetworkWithDenseCores
     from analysis.pipeline.lungs import NetworkGuidedLungSegmenter
 
     nets = load_segmenters(directory)
@@ -323,8 +328,11 @@ def pipeline_stages(directory: Path | None = None, *, defaults_only: bool = True
     if lungs is not None:
         recover = not defaults_only or lungs.metadata.pipeline_default
         stages["lungs"] = NetworkGuidedLungSegmenter(lungs, recover_dense=recover)
-    if infection is not None and (not defaults_only or infection.metadata.pipeline_default):
-        stages["infection"] = NetworkWithDenseCores(infection)
+    if infection is not None:
+        if not defaults_only or infection.metadata.pipeline_default:
+            stages["infection"] = NetworkWithDenseCores(infection)
+        else:  # the HU baseline stays the reader; the network vetoes its dense pieces without a lesion
+            stages["infection"] = BaselineWithNetworkVeto(infection)
     if "classifier" in nets:
         stages["classifier"] = nets["classifier"]
     return stages

@@ -16,6 +16,12 @@ fibrosis inside the lung mask reads as infection: the baseline does not know the
 the two meet: the network finds faint ground glass that no density band separates from lung, while it
 under-reads the dense core of large consolidations, which the density rule gets right. Dense pieces
 that touch no network lesion (vessels, mostly) are not added.
+
+`BaselineWithNetworkVeto` is what the worker runs while the network is not the default: the HU baseline,
+less its dense pieces (mean above DENSE_PIECE_MEAN_HU) in which the network sees no lesion at all. Those
+are vessel segments thick enough to survive the opening beyond the hilar band, which the density rule
+cannot tell from a small consolidation; faint pieces stay, since faint ground glass is where the network
+is less sure than the band.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ CORE_REACH_MM = 6.0
 CORE_CAP_HU = -300.0
 # Dense (consolidation-band) voxels this close (in plane) to the mediastinum are hilar vessels and bronchi.
 HILAR_MM = 30.0
+# A baseline piece (3-D component) this dense on average, touching no network lesion, is vessel or wall.
+DENSE_PIECE_MEAN_HU = -500.0
 
 
 @dataclass
@@ -113,6 +121,89 @@ class NetworkWithDenseCores:
     def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
         labels = np.where(lungs > 0, np.asarray(self.network(volume, lungs)), 0).astype(np.uint8)
         return add_touching_consolidation(labels, self.baseline(volume, lungs))
+
+
+class BaselineWithNetworkVeto:
+    """The HU baseline without its dense pieces in which a trained network sees no lesion (module doc)."""
+
+    def __init__(self, network: Callable[[CTVolume, np.ndarray], np.ndarray], baseline: HUBandBaseline | None = None):
+        self.network = network
+        self.baseline = baseline or HUBandBaseline()
+        net = info_of(network, "infection")
+        # Still a density rule (kind "baseline", so the run warns as before); the network only vetoes.
+        self.info = ModelInfo(
+            stage="infection",
+            name=f"{self.baseline.info.name}+{net.name} veto",
+            version=net.version,
+            sha256=net.sha256,
+            kind="baseline",
+        )
+
+    def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
+        labels = self.baseline(volume, lungs)
+        if not labels.any():
+            return labels
+        # One voxel of margin, so that a network lesion just beyond the pieces' box touches them.
+        box = tuple(
+            slice(max(b.start - 1, 0), b.stop + 1) for b in ndimage.find_objects((labels > 0).astype(np.uint8))[0]
+        )
+        pieces, n = ndimage.label(labels[box] > 0, structure=np.ones((3, 3, 3), dtype=bool))
+        dense = np.flatnonzero(_dense_pieces(pieces, n, volume.hu[box]))
+        if not len(dense):
+            return labels
+        # The network reads as few slices as decide: first each dense piece's widest slice (a lesion is
+        # confirmed there), then all slices, with their neighbours, of the pieces still unconfirmed (a
+        # vessel segment spans a few). The result is what reading the whole study would give.
+        z0, nz = box[0].start, pieces.shape[0]
+        area = np.bincount((np.arange(nz)[:, None, None] * (n + 1) + pieces).ravel(), minlength=nz * (n + 1))
+        widest = area.reshape(nz, n + 1)[:, dense].argmax(axis=0)
+        network = np.zeros(volume.shape, dtype=np.uint8)
+        read = np.zeros(volume.shape[0], dtype=bool)
+        has_lung = (lungs > 0).any(axis=(1, 2))
+
+        def read_slices(wanted: np.ndarray) -> None:
+            zs = np.flatnonzero(wanted & has_lung & ~read)
+            if not len(zs):
+                return
+            subset = getattr(self.network, "segment_slices", None)  # a shipped network reads only these
+            if subset is None:  # any other callable reads the whole study, once
+                zs = np.flatnonzero(has_lung)
+            found = np.asarray(subset(volume, lungs, zs) if subset else self.network(volume, lungs))
+            network[zs] = np.where(lungs[zs] > 0, found[zs], 0)
+            read[zs] = True
+
+        first = np.zeros_like(read)
+        first[z0 + widest] = True
+        read_slices(first)
+        touching = _touching(pieces, n, network[box])
+        open_ = dense[~touching[dense]]
+        if len(open_):
+            wanted = np.zeros_like(read)
+            wanted[box[0]] = np.isin(pieces, open_).any(axis=(1, 2))
+            read_slices(ndimage.binary_dilation(wanted))
+            touching = _touching(pieces, n, network[box])
+        drop = np.zeros(n + 1, dtype=bool)
+        drop[dense[~touching[dense]]] = True
+        out = labels.copy()
+        out[box][drop[pieces]] = 0
+        return out
+
+
+def _touching(pieces: np.ndarray, n: int, network: np.ndarray) -> np.ndarray:
+    """Per piece label (0..n): whether the piece has a voxel next to (sharing a face with) or on a voxel
+    `network` labels."""
+    touching = np.zeros(n + 1, dtype=bool)
+    touching[pieces[ndimage.binary_dilation(network > 0) & (pieces > 0)]] = True
+    touching[0] = False
+    return touching
+
+
+def _dense_pieces(pieces: np.ndarray, n: int, hu: np.ndarray, mean_hu: float = DENSE_PIECE_MEAN_HU) -> np.ndarray:
+    """Per piece label (0..n): whether the piece's mean HU is above `mean_hu` (never the background, 0)."""
+    sums = np.bincount(pieces.ravel(), weights=hu.ravel().astype(np.float64), minlength=n + 1)
+    dense = sums > mean_hu * np.bincount(pieces.ravel(), minlength=n + 1)
+    dense[0] = False
+    return dense
 
 
 def add_touching_consolidation(labels: np.ndarray, baseline: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The two combinations of a network with a classical rule: network-guided dense-lung recovery and the
-infection network completed by the HU baseline's dense cores (analysis/pipeline/lungs.py, infection.py)."""
+infection network completed by the HU baseline's dense cores, and the HU baseline with the infection
+network's veto on dense pieces it sees no lesion in (analysis/pipeline/lungs.py, infection.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from analysis.phantoms import Severity, make_phantom, random_spec
 from analysis.pipeline.infection import (
     CONSOLIDATION,
     GGO,
+    BaselineWithNetworkVeto,
     NetworkWithDenseCores,
     add_touching_consolidation,
     drop_craniocaudal_partial_volume,
@@ -106,6 +108,64 @@ def test_the_combined_infection_stage_stays_inside_the_lungs_and_names_both_meth
     assert (labels[5:10, 32:38, 22:28] == CONSOLIDATION).all()
     assert stage.info.name == "toy-infection+hu-band-baseline"
     assert stage.info.sha256 == "cd" * 32
+
+
+def test_the_network_vetoes_the_baselines_dense_pieces_without_a_lesion_and_keeps_faint_ones():
+    volume, lungs = _chest()
+    volume.hu[2:18, 35:45, 30:40] = 40  # a 10 mm vessel running through the slices: survives the opening
+    volume.hu[5:10, 30:45, 90:105] = -20  # a consolidation the network sees
+    volume.hu[5:10, 30:45, 60:75] = -560  # faint ground glass the network does not see
+
+    class SeesTheConsolidation:
+        info = ModelInfo(stage="infection", name="toy-infection", version="1.0", sha256="cd" * 32)
+
+        def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
+            labels = np.zeros(volume.shape, dtype=np.uint8)
+            labels[6:9, 33:42, 93:102] = GGO  # inside it, smaller than the dense piece
+            return labels
+
+    stage = BaselineWithNetworkVeto(SeesTheConsolidation())
+    labels = stage(volume, lungs)
+    baseline = stage.baseline(volume, lungs)
+    assert baseline[2:18, 37:43, 32:38].all()  # the density rule alone counts the vessel
+    assert not labels[:, 35:45, 30:40].any()
+    assert (labels[5:10, 32:43, 92:103] == CONSOLIDATION).all()
+    assert (labels[5:10, 32:43, 62:73] == GGO).all()
+    np.testing.assert_array_equal(labels[:, :, 50:], baseline[:, :, 50:])  # nothing else changes
+    assert stage.info.name == "hu-band-baseline+toy-infection veto"
+    assert (stage.info.kind, stage.info.sha256) == ("baseline", "cd" * 32)  # still a density rule: the run warns
+
+
+def test_the_veto_reads_only_the_slices_that_decide_and_decides_as_a_reading_of_the_whole_study():
+    phantom = make_phantom(
+        random_spec(9100, Severity.MODERATE), slice_thickness_mm=5.0, pixel_spacing_mm=1.4, matrix=256
+    )
+    lesions = phantom.infection > 0
+
+    class KnowsTheLesions:  # reads any slice it is asked for and labels the true lesions there
+        info = ModelInfo(stage="infection", name="truth", version="1.0", sha256="ef" * 32)
+
+        def __init__(self) -> None:
+            self.read: list[int] = []
+
+        def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
+            return lesions.astype(np.uint8)
+
+    class ReadsSlices(KnowsTheLesions):
+        def segment_slices(self, volume: CTVolume, lungs: np.ndarray, zs: np.ndarray) -> np.ndarray:
+            self.read += [int(z) for z in zs]
+            out = np.zeros(volume.shape, dtype=np.uint8)
+            out[zs] = lesions[zs]
+            return out
+
+    whole, subset = BaselineWithNetworkVeto(KnowsTheLesions()), BaselineWithNetworkVeto(ReadsSlices())
+    expected = whole(phantom.volume, phantom.lungs)
+    np.testing.assert_array_equal(subset(phantom.volume, phantom.lungs), expected)
+    assert len(subset.network.read) == len(set(subset.network.read))  # no slice is read twice
+    assert len(subset.network.read) < phantom.lungs.any(axis=(1, 2)).sum()
+    baseline = subset.baseline(phantom.volume, phantom.lungs)
+    assert (baseline > 0).sum() > (expected > 0).sum()  # vessel pieces the truth does not confirm went
+    assert (expected[lesions] > 0).mean() == pytest.approx((baseline[lesions] > 0).mean())  # no lesion did
 
 
 @pytest.mark.parametrize("side", [RIGHT, LEFT])

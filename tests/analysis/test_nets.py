@@ -94,6 +94,20 @@ def test_infection_segmenter_labels_only_inside_the_lungs(phantom):
     assert not empty.any()
 
 
+def test_infection_segmenter_reads_a_subset_of_slices_as_it_reads_them_in_the_whole_study(phantom):
+    lungs = phantom.lungs
+    torch.manual_seed(3)  # random weights: a per-slice reading that depends on the crop would show
+    segmenter = InfectionNetSegmenter(_tiny(infection_architecture(width=4)), _metadata(INFECTION_MODEL, "i", {}, 64))
+    whole = segmenter(phantom.volume, lungs)
+    with_lung = np.flatnonzero(lungs.any(axis=(1, 2)))
+    zs = with_lung[[0, len(with_lung) // 2, -1]]
+    subset = segmenter.segment_slices(phantom.volume, lungs, zs)
+    np.testing.assert_array_equal(subset[zs], whole[zs])
+    others = np.setdiff1d(np.arange(len(lungs)), zs)
+    assert not subset[others].any()
+    assert whole[zs].any()
+
+
 def test_infection_segmenter_refuses_a_mask_of_another_shape(phantom):
     segmenter = InfectionNetSegmenter(_tiny(infection_architecture(width=4)), _metadata(INFECTION_MODEL, "i", {}, 64))
     with pytest.raises(ValueError, match="does not match"):

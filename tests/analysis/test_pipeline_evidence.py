@@ -17,11 +17,12 @@ from analysis.training.datasets import read_slice_labels
 from tests.conftest import analysed_real_scan, ctdata_path
 
 THICKNESSES = (1.0, 2.5, 5.0, 10.0)
-# The issue asks for 15 HU; the HU-band baseline reaches it on 5 of these 8 scans (pipeline 0.6.0) and
-# reads the moderate phantom 29 / 29 / 24 HU high at 1 / 2.5 / 5 mm (at 1 mm: 6 mL of vessels and 4 mL
-# of chest wall next to recovered consolidation counted, 9 mL of faint ground-glass edge missed).
-# Tighten with a better infection model.
-IHU_TOLERANCE_HU = 30
+# The issue asks for 15 HU; the HU-band baseline with the network's veto reaches it on 4 of these 8 scans
+# (pipeline 0.7.0) and reads the moderate phantom 20 / 21 / 22 / 16 HU high at 1 / 2.5 / 5 / 10 mm (at 1 mm:
+# 4 mL of chest wall next to recovered consolidation counted, 9 mL of faint ground-glass edge below the
+# band missed; the vessel pieces that made it 29 HU until 0.6.0 are vetoed). Tighten with a better
+# infection model.
+IHU_TOLERANCE_HU = 25
 
 
 def _scan_ihu(phantom) -> float:
@@ -54,21 +55,22 @@ def test_phantom_lung_volume_poi_and_ihu_match_the_truth_at_every_thickness(seve
 
 @pytest.mark.parametrize("thickness", THICKNESSES)
 def test_a_phantom_without_lesions_reads_almost_no_infection_at_every_thickness(thickness):
-    # What is read is vessels: 0.09-0.24 % on phantoms 9300-9302 (pipeline 0.6.0); real normal lungs
-    # 0.04-0.08 % at 2 mm and 0.11-0.56 % in 10 mm slabs. Before 2026-12-04 the phantom's vessels met in a
-    # hub 26 mm inside each lung and read 0.33-0.50 %, which hid the baseline's iHU bias (model card).
+    # What is read is vessels: 0.00-0.09 % on phantom 9300 since the infection network vetoes the dense
+    # pieces it sees no lesion in (pipeline 0.7.0; 0.14-0.24 % before); real normal lungs 0.00-0.02 % at
+    # 2 mm and 0.11-0.45 % in 10 mm slabs. Before 2026-12-04 the phantom's vessels met in a hub 26 mm inside
+    # each lung and read 0.33-0.50 %, which hid the baseline's iHU bias (model card).
     phantom = make_phantom(
         random_spec(9300, Severity.NORMAL), slice_thickness_mm=thickness, pixel_spacing_mm=1.4, matrix=256
     )
     assert phantom.truth.poi == 0
     both = default_pipeline(phantom.volume).region("both")
-    assert both.poi < 0.003, f"POI {100 * both.poi:.2f} % at {thickness} mm"
+    assert both.poi < 0.002, f"POI {100 * both.poi:.2f} % at {thickness} mm"
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="known gap: consolidation against the heart (no aerated lung medial to it) and resting on the "
-    "diaphragm (no lung below it) is only partly recovered by the lung network, so POI reads 2.4-4 points low",
+    "diaphragm (no lung below it) is only partly recovered by the lung network, so POI reads 2.6-4.2 points low",
 )
 @pytest.mark.parametrize("seed", [9102, 9106])
 def test_severe_phantoms_with_consolidation_against_the_heart_and_diaphragm_match_the_poi(seed):
