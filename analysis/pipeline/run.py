@@ -89,7 +89,10 @@ def run_pipeline(
             f"slices are {volume.spacing[0]:g} mm apart: small opacities may be missed and volumes are less exact"
         )
     if infection.model.kind == "baseline":
-        warnings.append("infection comes from an HU-band baseline, not a trained network: treat it as an estimate")
+        # Also with the infection network's veto: the network only removes pieces, the HU band reads.
+        warnings.append(
+            "infection is read by an HU-band rule, not segmented by a trained network: treat it as an estimate"
+        )
     return PipelineResult(
         pipeline_version=PIPELINE_VERSION,
         models=models,

@@ -168,6 +168,28 @@ def test_the_veto_reads_only_the_slices_that_decide_and_decides_as_a_reading_of_
     assert (expected[lesions] > 0).mean() == pytest.approx((baseline[lesions] > 0).mean())  # no lesion did
 
 
+def test_the_run_says_infection_is_an_hu_band_estimate_unless_a_network_segments_it():
+    from analysis.pipeline.run import run_pipeline
+
+    phantom = make_phantom(
+        random_spec(9100, Severity.MODERATE), slice_thickness_mm=10.0, pixel_spacing_mm=1.4, matrix=256
+    )
+
+    class KnowsTheLesions:
+        info = ModelInfo(stage="infection", name="truth", version="1.0", sha256="ef" * 32)
+
+        def __call__(self, volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
+            return phantom.infection
+
+    def warned(segmenter) -> bool:
+        result = run_pipeline(phantom.volume, infection_segmenter=segmenter)
+        return any("HU-band rule" in w for w in result.warnings)
+
+    assert warned(None)  # the baseline alone
+    assert warned(BaselineWithNetworkVeto(KnowsTheLesions()))  # the network only removes pieces
+    assert not warned(NetworkWithDenseCores(KnowsTheLesions()))
+
+
 @pytest.mark.parametrize("side", [RIGHT, LEFT])
 def test_recovery_without_that_lung_in_the_classical_mask_adds_nothing(side):
     volume, classical = _chest()
