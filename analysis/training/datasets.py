@@ -510,6 +510,49 @@ def build_slice_set(sources: Sequence[Case | Planes], task: str) -> SliceSet:
     return SliceSet.concat(sets)
 
 
+def save_slice_set(path: Path, data: SliceSet) -> None:
+    """Write a slice set to one compressed .npz (HU rounded to whole units), e.g. to train where the
+    source scans are not: a machine with a GPU gets the prepared samples, not the DICOM series."""
+    np.savez_compressed(
+        path,
+        images=np.clip(np.rint(data.images), -32768, 32767).astype(np.int16),
+        labels=data.labels,
+        lungs=data.lungs,
+        abnormal=data.abnormal,
+        synthesize=data.synthesize,
+        pixel_mm=data.pixel_mm,
+        free_orientation=data.free_orientation,
+        groups=np.array(data.groups, dtype=str),
+        z=data.z,
+        slice_mm=data.slice_mm,
+    )
+
+
+def load_slice_set(path: Path) -> SliceSet:
+    """A slice set written by save_slice_set; a file that is not one raises DatasetError naming what is missing."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            fields = {key: f[key] for key in f.files}
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: not a readable slice-set file ({exc})") from exc
+    missing = {"images", "labels", "lungs", "abnormal", "synthesize", "pixel_mm", "free_orientation", "groups"}
+    missing -= fields.keys()
+    if missing:
+        raise DatasetError(f"{path}: not a slice-set file, missing {', '.join(sorted(missing))}")
+    return SliceSet(
+        images=fields["images"].astype(np.float32),
+        labels=fields["labels"],
+        lungs=fields["lungs"],
+        abnormal=fields["abnormal"],
+        synthesize=fields["synthesize"],
+        pixel_mm=fields["pixel_mm"],
+        free_orientation=fields["free_orientation"],
+        groups=[str(g) for g in fields["groups"]],
+        z=fields.get("z"),
+        slice_mm=fields.get("slice_mm"),
+    )
+
+
 def split_validation(data: SliceSet, *, block: int = 8, every: int = 6) -> tuple[SliceSet, SliceSet]:
     """(train, validation): from each volume, every `every`-th block of `block` neighbouring slices validates.
 

@@ -399,8 +399,8 @@ def evaluate(net: nn.Module, batches: list[tuple[torch.Tensor, ...]], task: str)
     if task == "classifier":
         scores, labels = [], []
         for x, _, abnormal in batches:
-            scores.append(torch.sigmoid(net(x)[:, 0]).numpy())
-            labels.append(abnormal.numpy())
+            scores.append(torch.sigmoid(net(x)[:, 0]).cpu().numpy())
+            labels.append(abnormal.cpu().numpy())
         s, y = np.concatenate(scores), np.concatenate(labels)
         known = y >= 0
         return {"auc": auc(s[known], y[known]), "accuracy": float(((s[known] > 0.5) == (y[known] > 0.5)).mean())}
@@ -408,8 +408,8 @@ def evaluate(net: nn.Module, batches: list[tuple[torch.Tensor, ...]], task: str)
     for x, lab, _ in batches:
         logits = net(x)
         labels = infection_labels(logits) if task == "infection" else logits.argmax(1)
-        preds.append(labels.numpy().astype(np.uint8))
-        truths.append(lab.numpy().astype(np.uint8))
+        preds.append(labels.cpu().numpy().astype(np.uint8))
+        truths.append(lab.cpu().numpy().astype(np.uint8))
     p, t = np.concatenate(preds), np.concatenate(truths)
     if task == "lungs":
         right, left = dice(p == 1, t == 1), dice(p == 2, t == 2)
@@ -486,6 +486,28 @@ def _progress(prefix: str, step: int, total: int, loss: float, started: float, s
     stream.flush()
 
 
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> the GPU when torch sees one, else the CPU; "cuda" without a GPU is refused by name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no GPU on this machine (use cpu or auto)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {name!r}: cpu, cuda or auto")
+    return torch.device(name)
+
+
+def _on_cpu(value: Any) -> Any:
+    """A state dict (nested) with every tensor on the CPU: checkpoints resume on any machine."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_on_cpu(v) for v in value]
+    return value
+
+
 def train_network(
     config: TrainConfig,
     train_set: SliceSet,
@@ -495,12 +517,15 @@ def train_network(
     resume: bool = False,
     init_from: Path | None = None,
     stop_after_epoch: int | None = None,
+    device: str = "cpu",
     log: Callable[[str], None] = print,
     stream=sys.stdout,
 ) -> list[EpochRecord]:
     """Train `config.task`; continue from OUT/checkpoint.pt when `resume`, or start from weights in `init_from`.
 
     `stop_after_epoch` ends this call early (a time-boxed run) on the same schedule: --resume finishes it.
+    `device` ("cpu", "cuda", "auto": a GPU when torch sees one) runs the network there; batches are still
+    drawn on the CPU, and checkpoints and weights are written as CPU tensors, so either device resumes them.
     """
     task = config.task
     out_dir = Path(out_dir)
@@ -510,6 +535,7 @@ def train_network(
     history: list[EpochRecord] = []
     start_epoch, best = 0, -math.inf
     checkpoint_path = out_dir / CHECKPOINT
+    target = resolve_device(device)
     net = build_network(architecture)
     state: dict[str, Any] = {}
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
@@ -518,7 +544,6 @@ def train_network(
         if state["architecture"] != architecture or state["task"] != task:
             raise ValueError(f"{checkpoint_path} was written for another task or architecture")
         net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state["best"]
         history = [EpochRecord(**record) for record in state["history"]]
         log(f"resuming {task} from {checkpoint_path.name} after epoch {start_epoch} (best {best:.4f})")
@@ -528,7 +553,11 @@ def train_network(
             raise ValueError(f"weights in {init_from} have another architecture: {loaded.metadata.architecture}")
         net.load_state_dict(loaded.state_dict)
         log(f"fine-tuning {task} from {loaded.path} (sha256 {loaded.metadata.sha256[:12]})")
-    net = net.to(memory_format=torch.channels_last)
+    # Module.to moves the parameters in place, so the optimiser keeps them; its saved state is loaded after
+    # the move because load_state_dict puts that state on the parameters' device.
+    net = net.to(target, memory_format=torch.channels_last)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
     steps = config.steps_per_epoch or max(1, min(math.ceil(len(train_set) / config.batch_size), 80))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=max(steps * (config.epochs - start_epoch), 1), pct_start=0.15
@@ -540,10 +569,13 @@ def train_network(
         optimizer.load_state_dict(state["optimizer"])
     elif start_epoch:
         log(f"new learning-rate schedule over the remaining {config.epochs - start_epoch} epoch(s)")
-    val_batches = fixed_validation(val_set, task, config.seed, config.batch_size, config.input_size())
+    val_batches = [
+        tuple(t.to(target) for t in batch)
+        for batch in fixed_validation(val_set, task, config.seed, config.batch_size, config.input_size())
+    ]
     log(
         f"{task}: {len(train_set)} training slices, {len(val_set)} validation slices, "
-        f"{steps} steps of {config.batch_size} per epoch, epochs {start_epoch + 1}..{config.epochs}"
+        f"{steps} steps of {config.batch_size} per epoch, epochs {start_epoch + 1}..{config.epochs} on {target}"
     )
     weights = sampling_weights(train_set, config.real_share)
     style = LesionStyle(p_diffuse=config.diffuse)
@@ -569,6 +601,7 @@ def train_network(
                 style=style,
                 copy_paste=config.copy_paste,
             )
+            x, labels, abnormal = x.to(target), labels.to(target), abnormal.to(target)
             logits = net(x)
             if task == "classifier":
                 known = abnormal >= 0
@@ -601,8 +634,8 @@ def train_network(
             {
                 "task": task,
                 "architecture": architecture,
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "model": _on_cpu(net.state_dict()),
+                "optimizer": _on_cpu(optimizer.state_dict()),
                 "scheduler": scheduler.state_dict(),
                 "steps": steps,
                 "epoch": epoch + 1,
@@ -613,6 +646,7 @@ def train_network(
             checkpoint_path,
         )
     if task == "classifier" and history and (out_dir / f"{MODEL_NAME[task]}.pt").exists():
+        val_batches = [tuple(t.cpu() for t in batch) for batch in val_batches]
         calibrated = calibrate_saved_classifier(out_dir, val_batches, config.specificity)
         calibration = calibrated.metrics["calibration"]
         log(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -20,10 +21,12 @@ from analysis.training.datasets import (
     build_slice_set,
     estimate_hu,
     fold_indices,
+    load_slice_set,
     parse_spec,
     read_dicom_case,
     read_medseg2d,
     read_nifti_cases,
+    save_slice_set,
     split_validation,
 )
 from analysis.training.lesions import CONSOLIDATION, GGO, LesionStyle, insert_lesions
@@ -34,6 +37,7 @@ from analysis.training.trainer import (
     lesions_through_slab,
     make_batch,
     paste_lesions,
+    resolve_device,
     train_network,
 )
 
@@ -130,6 +134,22 @@ def test_medseg_reader_pairs_images_and_masks_and_splits_folds(tmp_path):
     assert (data.abnormal == 1).all()
     with pytest.raises(DatasetError, match="no training samples"):
         build_slice_set([planes], "lungs")  # MedSeg slices have no lung masks
+
+
+def test_a_saved_slice_set_loads_back_and_a_wrong_file_is_named(tmp_path, host_case, phantom_case):
+    data = build_slice_set([host_case, phantom_case], "infection")
+    save_slice_set(tmp_path / "set.npz", data)
+    back = load_slice_set(tmp_path / "set.npz")
+    assert np.abs(back.images - data.images).max() <= 0.5  # HU are stored whole
+    for name in ("labels", "lungs", "abnormal", "synthesize", "pixel_mm", "free_orientation", "z", "slice_mm"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(data, name), err_msg=name)
+    assert back.groups == data.groups
+    np.savez(tmp_path / "other.npz", images=data.images)
+    with pytest.raises(DatasetError, match="not a slice-set file, missing abnormal, free_orientation"):
+        load_slice_set(tmp_path / "other.npz")
+    (tmp_path / "text.npz").write_text("not numpy")
+    with pytest.raises(DatasetError, match=r"text\.npz: not a readable slice-set file"):
+        load_slice_set(tmp_path / "text.npz")
 
 
 def test_nifti_reader_reads_the_ma_et_al_layout(tmp_path, phantom):
@@ -313,6 +333,27 @@ def test_training_is_deterministic_and_resume_continues_exactly(tmp_path, phanto
         torch.testing.assert_close(a[key], c[key], msg=key)
 
 
+def test_training_runs_on_the_device_asked_for_and_writes_checkpoints_any_machine_resumes(tmp_path, phantom_case):
+    gpu = torch.cuda.is_available()
+    assert resolve_device("auto").type == ("cuda" if gpu else "cpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu': cpu, cuda or auto"):
+        resolve_device("tpu")
+    if not gpu:
+        with pytest.raises(ValueError, match="torch sees no GPU"):
+            resolve_device("cuda")
+    data = build_slice_set([phantom_case], "lungs")
+    train, val = split_validation(data, block=2, every=4)
+    messages = []
+    train_network(_config("lungs", 1), train, val, tmp_path, device="auto", log=messages.append)
+    assert any(f"on {'cuda' if gpu else 'cpu'}" in m for m in messages)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    tensors = list(state["model"].values()) + [
+        t for per_param in state["optimizer"]["state"].values() for t in per_param.values() if torch.is_tensor(t)
+    ]
+    assert tensors
+    assert all(t.device.type == "cpu" for t in tensors)
+
+
 def test_classifier_learns_from_slice_labels_and_records_its_calibration(tmp_path, phantom_case, host_case):
     data = build_slice_set([phantom_case, host_case], "classifier")
     assert set(np.unique(data.abnormal)) == {0.0, 1.0}
@@ -426,6 +467,8 @@ def test_train_command_runs_without_a_database_and_fine_tunes(tmp_path, capsys):
     assert "fine-tuning lungs" in capsys.readouterr().out
     with pytest.raises(CommandError, match="does not exist"):
         call_command("train", "infection", "--data", f"medseg2d:{tmp_path / 'none'}", "--out", str(tmp_path / "x"))
+    with pytest.raises(CommandError, match="unknown device 'tpu'"):
+        call_command("train", "lungs", "--data", "phantom:1", "--out", str(tmp_path / "x"), "--device", "tpu")
     with pytest.raises(CommandError, match=r"--diffuse is a share of slices, between 0 and 1, not 2\.0"):
         call_command("train", "infection", "--data", "phantom:1", "--out", str(tmp_path / "x"), "--diffuse", "2")
     call_command("train", "infection", "--data", "phantom:1", "--out", str(tmp_path / "diffuse"), "--epochs", "1",
@@ -571,3 +614,38 @@ def test_pasted_lesions_land_on_aerated_lung_only_with_the_donor_s_hu_and_labels
     same_image, same_labels = paste_lesions(image, labels, donor_image, np.zeros_like(labels), np.random.default_rng(0))
     assert (same_image == image).all()
     assert (same_labels == labels).all()
+
+
+# --- the MedSeg cross-validation protocol --------------------------------------------------------
+
+
+def test_cross_validation_pre_trains_then_scores_each_fold_on_slices_it_never_trained_on(
+    tmp_path, capsys, host_case, phantom_case
+):
+    from analysis.training import crossval
+
+    medseg = tmp_path / "medseg"
+    _write_medseg(medseg, n=10)
+    save_slice_set(tmp_path / "hosts.npz", build_slice_set([host_case, phantom_case], "infection"))
+    out = tmp_path / "cv"
+    base = ["run", "--medseg", str(medseg), "--out", str(out)]
+    assert crossval.main(base) == 2  # nothing to start from
+    assert crossval.main([*base, "--pretrain-data", str(tmp_path / "hosts.npz")]) == 2
+    assert "too little data to set a validation part aside" in capsys.readouterr().err
+    argv = [*base, "--pretrain-data", str(tmp_path / "hosts.npz"), "phantom:1", "--width", "4", "--workers", "1",
+            "--pretrain-epochs", "1", "--epochs", "2", "--steps", "1", "--folds", "0", "1"]  # fmt: skip
+    assert crossval.main(argv) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert rows[0]["pretrain"] == str(out / "pretrain")
+    folds = {row["fold"]: row for row in rows[1:]}
+    assert sorted(folds) == [0, 1]
+    for k, row in folds.items():
+        held_out = read_medseg2d(medseg / "images", medseg / "masks", fold=(k, 5), part="test")
+        assert [r["image"] for r in row["per_image"]] == held_out.ids
+        assert 0.0 <= row["mean_dice"]["infection"] <= 1.0
+        tuned = load_weights("infection-unet2d", out / f"seed0-fold{k}", version="1.0").metadata
+        assert tuned.training_data == [f"medseg2d:{medseg},fold={k}/5,train"]
+    summary = json.loads((out / "summary.json").read_text())
+    expected = np.mean([folds[k]["mean_dice"]["infection"] for k in (0, 1)])
+    assert summary["mean_by_seed"]["0"] == pytest.approx(expected, abs=5e-4)
+    assert summary["mean_over_complete_seeds"] is None  # two of five folds ran

@@ -94,6 +94,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
         parser.add_argument(
+            "--device",
+            default="auto",
+            help="where the network trains: cpu, cuda (or cuda:N) or auto (a GPU when there is one; default)",
+        )
+        parser.add_argument(
             "--cache",
             type=Path,
             default=None,
@@ -170,6 +175,7 @@ class Command(BaseCommand):
                 out,
                 resume=resume,
                 init_from=init_from,
+                device=options["device"],
                 log=self.stdout.write,
                 stream=self.stdout._out,
             )
