@@ -1,3 +1,3 @@
 """The pipeline's version: bump it when a change alters any measurement."""
 
-PIPELINE_VERSION = "0.7.0"
+PIPELINE_VERSION = "0.8.0"

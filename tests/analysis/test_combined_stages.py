@@ -50,6 +50,21 @@ def test_dense_lung_the_network_sees_next_to_the_classical_mask_is_recovered_and
     np.testing.assert_array_equal(labels[classical > 0], classical[classical > 0])  # nothing is taken away
 
 
+def test_the_network_s_rim_of_chest_wall_beyond_the_lung_s_hull_stays_out_and_a_consolidated_mass_does_not():
+    volume, classical = _chest()  # the aerated lung's hull is its box: y 20..59
+    guide = classical.copy()
+    guide[4:16, 60:68, 20:60] = RIGHT  # the network's coarse edge, 8 mm into the wall beside the lung
+    guide[4:16, 60:80, 80:120] = RIGHT  # a consolidated mass reaching 20 mm past the hull
+
+    labels = recover_dense_lung(volume, classical, guide)
+
+    assert (labels[4:16, 60:63, 20:60] == RIGHT).all()  # within 3 mm of the hull (a recess's consolidation)
+    assert not labels[:, 63:68, 20:60].any()  # further, and no deeper than a rim: chest wall
+    assert (labels[4:16, 60:80, 80:120] == RIGHT).all()
+    unlimited = recover_dense_lung(volume, classical, guide, hull_margin_mm=None)
+    assert (unlimited[4:16, 60:68, 20:60] == RIGHT).all()
+
+
 def test_the_guided_segmenter_records_the_network_and_returns_the_classical_mask_plus_recovery():
     phantom = make_phantom(random_spec(9106, Severity.SEVERE), slice_thickness_mm=5.0, pixel_spacing_mm=1.4, matrix=256)
     info = ModelInfo(stage="lungs", name="toy-net", version="2.0", sha256="ab" * 32)
