@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
+from scipy.spatial import ConvexHull
 
 from analysis.phantoms import Severity, make_phantom, random_spec
 from analysis.pipeline.infection import (
@@ -16,7 +18,14 @@ from analysis.pipeline.infection import (
     add_touching_consolidation,
     drop_craniocaudal_partial_volume,
 )
-from analysis.pipeline.lungs import LEFT, RIGHT, NetworkGuidedLungSegmenter, drop_abdominal_gas, recover_dense_lung
+from analysis.pipeline.lungs import (
+    LEFT,
+    RIGHT,
+    NetworkGuidedLungSegmenter,
+    _beyond_convex_hull_mm,
+    drop_abdominal_gas,
+    recover_dense_lung,
+)
 from analysis.pipeline.result import ModelInfo
 from analysis.pipeline.volume import CTVolume
 
@@ -63,6 +72,21 @@ def test_the_network_s_rim_of_chest_wall_beyond_the_lung_s_hull_stays_out_and_a_
     assert (labels[4:16, 60:80, 80:120] == RIGHT).all()
     unlimited = recover_dense_lung(volume, classical, guide, hull_margin_mm=None)
     assert (unlimited[4:16, 60:68, 20:60] == RIGHT).all()
+
+
+def test_the_distance_beyond_a_mask_s_hull_is_measured_in_mm_from_its_row_ends():
+    rng = np.random.default_rng(3)
+    mask = ndimage.binary_dilation(rng.random((12, 30, 40)) > 0.985, iterations=3)
+    spacing = np.array([2.5, 0.8, 0.8], dtype=np.float32)
+    points = np.argwhere(np.ones(mask.shape, dtype=bool))
+    beyond = _beyond_convex_hull_mm(mask, points, spacing)
+    hull = ConvexHull(np.argwhere(mask) * spacing)  # from every voxel, not only the ends of rows
+    expected = (points * spacing @ hull.equations[:, :3].T + hull.equations[:, 3]).max(axis=1)
+    np.testing.assert_allclose(beyond, expected, atol=1e-3)
+    assert (beyond[mask.ravel()] <= 1e-3).all()
+    flat = np.zeros((3, 10, 10), dtype=bool)
+    flat[1, 2:5, 2:5] = True  # no volume: nothing can be measured against it
+    assert np.isinf(_beyond_convex_hull_mm(flat, points[:5], spacing)).all()
 
 
 def test_the_guided_segmenter_records_the_network_and_returns_the_classical_mask_plus_recovery():
