@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from analysis.nets.architectures import EXPECTED_VERSIONS, INFECTION_MODEL
+from analysis.nets.registry import ModelFileError, load_weights
 from analysis.training.datasets import (
     DatasetError,
     SliceSet,
@@ -156,6 +158,23 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _check_inputs(medseg: Path, init: str | None, recipe: Recipe) -> str | None:
+    """What is wrong with the slices or the weights to start from, before any worker trains (None: nothing)."""
+    try:
+        read_medseg2d(medseg / "images", medseg / "masks")
+        if init is not None:
+            loaded = load_weights(INFECTION_MODEL, Path(init), version=EXPECTED_VERSIONS[INFECTION_MODEL])
+            wanted = TrainConfig(task="infection", width=recipe.width).architecture()
+            if loaded.metadata.architecture != wanted:
+                return (
+                    f"--init {init}: the weights have channels {loaded.metadata.architecture.get('channels')}, "
+                    f"--width {recipe.width or 'default'} asks for {wanted['channels']}"
+                )
+    except (DatasetError, ModelFileError) as exc:
+        return str(exc)
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
     recipe = Recipe(
         epochs=args.epochs,
@@ -171,6 +190,10 @@ def _run(args: argparse.Namespace) -> int:
     log_path = out / "results.jsonl"
     (out / "recipe.json").write_text(json.dumps({**asdict(recipe), "device": args.device}, indent=1))
     init_dir = Path(args.init) if args.init else out / "pretrain"
+    problem = _check_inputs(Path(args.medseg), None if args.pretrain_data else args.init, recipe)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.pretrain_data:
         try:
             info = pretrain(args.pretrain_data, init_dir, recipe, device=args.device)

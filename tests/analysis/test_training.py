@@ -630,6 +630,10 @@ def test_cross_validation_pre_trains_then_scores_each_fold_on_slices_it_never_tr
     out = tmp_path / "cv"
     base = ["run", "--medseg", str(medseg), "--out", str(out)]
     assert crossval.main(base) == 2  # nothing to start from
+    assert crossval.main([*base, "--init", str(tmp_path)]) == 2
+    assert "no metadata for model 'infection-unet2d'" in capsys.readouterr().err
+    assert crossval.main(["run", "--medseg", str(tmp_path / "none"), "--out", str(out), "--init", str(tmp_path)]) == 2
+    assert "must be folders of images and masks" in capsys.readouterr().err
     assert crossval.main([*base, "--pretrain-data", str(tmp_path / "hosts.npz")]) == 2
     assert "too little data to set a validation part aside" in capsys.readouterr().err
     argv = [*base, "--pretrain-data", str(tmp_path / "hosts.npz"), "phantom:1", "--width", "4", "--workers", "1",
@@ -649,3 +653,6 @@ def test_cross_validation_pre_trains_then_scores_each_fold_on_slices_it_never_tr
     expected = np.mean([folds[k]["mean_dice"]["infection"] for k in (0, 1)])
     assert summary["mean_by_seed"]["0"] == pytest.approx(expected, abs=5e-4)
     assert summary["mean_over_complete_seeds"] is None  # two of five folds ran
+    wider = ["run", "--medseg", str(medseg), "--out", str(tmp_path / "cv2"), "--init", str(out / "pretrain")]
+    assert crossval.main([*wider, "--width", "8"]) == 2
+    assert "the weights have channels [4, 8, 16, 32], --width 8 asks for [8, 16, 32, 64]" in capsys.readouterr().err
