@@ -318,11 +318,17 @@ def _chest_wall_rim(
     rim = np.zeros_like(added)
     if not outside.any():
         return rim
-    rim[tuple(points[outside].T)] = True
-    pieces, n = ndimage.label(rim, structure=np.ones((3, 3, 3), dtype=bool))
+    # Pieces are labelled in the box of the outside voxels only: they are few, the lung's box is large.
+    far, depths = points[outside], beyond[outside]
+    low = far.min(axis=0)
+    local = tuple((far - low).T)
+    box = np.zeros(tuple(far.max(axis=0) - low + 1), dtype=bool)
+    box[local] = True
+    pieces, n = ndimage.label(box, structure=np.ones((3, 3, 3), dtype=bool))
     depth = np.zeros(n + 1, dtype=np.float32)
-    np.maximum.at(depth, pieces[tuple(points[outside].T)], beyond[outside])
-    return rim & (depth <= mass_mm)[pieces]
+    np.maximum.at(depth, pieces[local], depths)
+    rim[tuple(far[(depth <= mass_mm)[pieces[local]]].T)] = True
+    return rim
 
 
 def segment_lungs(volume: CTVolume, segmenter: Callable[[CTVolume], np.ndarray] | None = None) -> LungSegmentation:
