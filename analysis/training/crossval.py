@@ -185,15 +185,15 @@ def _run(args: argparse.Namespace) -> int:
         pretrain_epochs=args.pretrain_epochs,
         diffuse=args.diffuse,
     )
+    problem = _check_inputs(Path(args.medseg), None if args.pretrain_data else args.init, recipe)
+    if problem:  # said before anything is written
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "results.jsonl"
     (out / "recipe.json").write_text(json.dumps({**asdict(recipe), "device": args.device}, indent=1))
     init_dir = Path(args.init) if args.init else out / "pretrain"
-    problem = _check_inputs(Path(args.medseg), None if args.pretrain_data else args.init, recipe)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     if args.pretrain_data:
         try:
             info = pretrain(args.pretrain_data, init_dir, recipe, device=args.device)
