@@ -58,6 +58,7 @@ class Recipe:
     copy_paste: float = 0.0
     pretrain_epochs: int = 12
     diffuse: float = 0.0
+    ema: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def run_fold(job: FoldJob) -> dict[str, Any]:
         seed=job.seed,
         width=recipe.width,
         copy_paste=recipe.copy_paste,
+        ema=recipe.ema,
         training_data=[f"medseg2d:{job.medseg},fold={job.fold}/{job.folds},train"],
     )
     history = train_network(
@@ -159,7 +161,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _check_inputs(medseg: Path, init: str | None, recipe: Recipe) -> str | None:
-    """What is wrong with the slices or the weights to start from, before any worker trains (None: nothing)."""
+    """What is wrong with the slices, the starting weights or the recipe, before any worker trains (None: nothing)."""
+    if not 0.0 <= recipe.ema < 1.0:
+        return f"--ema is a decay per step: 0 (off) or between 0 and 1, not {recipe.ema}"
     try:
         read_medseg2d(medseg / "images", medseg / "masks")
         if init is not None:
@@ -184,6 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         copy_paste=args.copy_paste,
         pretrain_epochs=args.pretrain_epochs,
         diffuse=args.diffuse,
+        ema=args.ema,
     )
     problem = _check_inputs(Path(args.medseg), None if args.pretrain_data else args.init, recipe)
     if problem:  # said before anything is written
@@ -266,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--copy-paste", type=float, default=0.0)
     run.add_argument("--pretrain-epochs", type=int, default=12)
     run.add_argument("--diffuse", type=float, default=0.0)
+    run.add_argument("--ema", type=float, default=0.0, help="fine-tune: decay of the weights' moving average (0: off)")
     args = parser.parse_args(argv)
     return _run(args) if args.command == "run" else _prepare(args)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -333,6 +334,37 @@ def test_training_is_deterministic_and_resume_continues_exactly(tmp_path, phanto
         torch.testing.assert_close(a[key], c[key], msg=key)
 
 
+def test_the_weight_average_is_what_is_scored_and_saved_and_resumes_exactly(tmp_path, phantom_case):
+    data = build_slice_set([phantom_case], "lungs")
+    train, val = split_validation(data, block=2, every=4)
+    config = replace(_config("lungs", 2), ema=0.9)
+
+    def averaged(state):
+        return {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+
+    history = train_network(config, train, val, tmp_path / "a", log=lambda _: None)
+    final = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    # The same run stopped after one epoch, then resumed: the average continues where it was.
+    train_network(config, train, val, tmp_path / "b", stop_after_epoch=1, log=lambda _: None)
+    first = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    train_network(config, train, val, tmp_path / "b", resume=True, log=lambda _: None)
+    resumed = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    for key, value in final["ema"].items():
+        torch.testing.assert_close(resumed["ema"][key], value, msg=key)
+
+    assert averaged(final).keys() == final["model"].keys()
+    assert any(not torch.equal(averaged(final)[k], final["model"][k]) for k in final["model"])
+    # The weights written (fp16) are the average's at the best epoch, with that epoch's validation score.
+    best = max(history, key=lambda r: r.metrics["dice"])
+    loaded = load_weights("lungs-unet2d", tmp_path / "a", version="1.0")
+    assert loaded.metadata.metrics["ema"] == 0.9
+    assert loaded.metadata.metrics["validation"]["dice"] == pytest.approx(best.metrics["dice"])
+    for key, value in averaged(first if best.epoch == 1 else final).items():
+        torch.testing.assert_close(loaded.state_dict[key].float(), value.half().float(), msg=key)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        train_network(replace(config, ema=1.5), train, val, tmp_path / "c", log=lambda _: None)
+
+
 def test_training_runs_on_the_device_asked_for_and_writes_checkpoints_any_machine_resumes(tmp_path, phantom_case):
     gpu = torch.cuda.is_available()
     assert resolve_device("auto").type == ("cuda" if gpu else "cpu")
@@ -471,6 +503,8 @@ def test_train_command_runs_without_a_database_and_fine_tunes(tmp_path, capsys):
         call_command("train", "lungs", "--data", "phantom:1", "--out", str(tmp_path / "x"), "--device", "tpu")
     with pytest.raises(CommandError, match=r"--diffuse is a share of slices, between 0 and 1, not 2\.0"):
         call_command("train", "infection", "--data", "phantom:1", "--out", str(tmp_path / "x"), "--diffuse", "2")
+    with pytest.raises(CommandError, match=r"--ema is a decay per step: 0 \(off\) or between 0 and 1, not 1\.0"):
+        call_command("train", "infection", "--data", "phantom:1", "--out", str(tmp_path / "x"), "--ema", "1")
     call_command("train", "infection", "--data", "phantom:1", "--out", str(tmp_path / "diffuse"), "--epochs", "1",
                  "--steps", "1", "--batch-size", "2", "--width", "4", "--diffuse", "0.3")  # fmt: skip
     assert load_weights("infection-unet2d", tmp_path / "diffuse", version="1.0").metadata.metrics["diffuse"] == 0.3
@@ -656,3 +690,6 @@ def test_cross_validation_pre_trains_then_scores_each_fold_on_slices_it_never_tr
     wider = ["run", "--medseg", str(medseg), "--out", str(tmp_path / "cv2"), "--init", str(out / "pretrain")]
     assert crossval.main([*wider, "--width", "8"]) == 2
     assert "the weights have channels [4, 8, 16, 32], --width 8 asks for [8, 16, 32, 64]" in capsys.readouterr().err
+    assert crossval.main([*wider, "--width", "4", "--ema", "1.2"]) == 2
+    assert "--ema is a decay per step: 0 (off) or between 0 and 1, not 1.2" in capsys.readouterr().err
+    assert not (tmp_path / "cv2").exists()

@@ -79,6 +79,12 @@ class Command(BaseCommand):
             help="share of labelled 2-D planes (medseg2d) that also receive another plane's real lesions",
         )
         parser.add_argument(
+            "--ema",
+            type=float,
+            default=0.0,
+            help="score and save an exponential moving average of the weights, decay per step (0: off; e.g. 0.99)",
+        )
+        parser.add_argument(
             "--diffuse",
             type=float,
             default=0.0,
@@ -117,6 +123,8 @@ class Command(BaseCommand):
             raise CommandError("--epochs must be at least 1")
         if not 0.0 <= options["diffuse"] <= 1.0:
             raise CommandError(f"--diffuse is a share of slices, between 0 and 1, not {options['diffuse']}")
+        if not 0.0 <= options["ema"] < 1.0:
+            raise CommandError(f"--ema is a decay per step: 0 (off) or between 0 and 1, not {options['ema']}")
         if not 0.0 < options["specificity"] < 1.0:
             raise CommandError(f"--specificity must lie between 0 and 1, not {options['specificity']}")
         task, out = options["task"], options["out"]
@@ -163,6 +171,7 @@ class Command(BaseCommand):
             specificity=options["specificity"],
             diffuse=options["diffuse"],
             copy_paste=options["copy_paste"],
+            ema=options["ema"],
             training_data=[str(spec) + "".join(f",{k}={v}" for k, v in spec.options.items()) for spec in specs],
         )
         from analysis.nets.registry import ModelFileError
