@@ -42,7 +42,7 @@ from analysis.training.datasets import (
     split_validation,
 )
 from analysis.training.evaluation import evaluate_slices
-from analysis.training.trainer import TrainConfig, train_network
+from analysis.training.trainer import TrainConfig, check_ema, train_network
 
 FOLDS = 5
 
@@ -162,8 +162,10 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _check_inputs(medseg: Path, init: str | None, recipe: Recipe) -> str | None:
     """What is wrong with the slices, the starting weights or the recipe, before any worker trains (None: nothing)."""
-    if not 0.0 <= recipe.ema < 1.0:
-        return f"--ema is a decay per step: 0 (off) or between 0 and 1, not {recipe.ema}"
+    try:
+        check_ema(recipe.ema)
+    except ValueError as exc:
+        return str(exc)
     try:
         read_medseg2d(medseg / "images", medseg / "masks")
         if init is not None:

@@ -666,12 +666,17 @@ def train_network(
     return history
 
 
+def check_ema(decay: float) -> None:
+    """Refuse a decay of the weights' moving average other than 0 (off) or one between 0 and 1."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"--ema is a decay per step: 0 (off) or between 0 and 1, not {decay}")
+
+
 def _averaged(net: nn.Module, decay: float, saved: dict[str, Any] | None) -> AveragedModel | None:
     """The exponential moving average of `net`'s weights (None when `decay` is 0), restored from a checkpoint."""
+    check_ema(decay)
     if not decay:
         return None
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"the weight average's decay must lie between 0 and 1, not {decay}")
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay))
     if saved is not None:
         ema.load_state_dict(saved)

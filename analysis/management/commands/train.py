@@ -115,7 +115,7 @@ class Command(BaseCommand):
         import torch
 
         from analysis.training.datasets import DatasetError, build_slice_set, load_spec, parse_spec, split_validation
-        from analysis.training.trainer import CHECKPOINT, TrainConfig, train_network
+        from analysis.training.trainer import CHECKPOINT, TrainConfig, check_ema, train_network
 
         if options["threads"]:
             torch.set_num_threads(options["threads"])
@@ -123,8 +123,10 @@ class Command(BaseCommand):
             raise CommandError("--epochs must be at least 1")
         if not 0.0 <= options["diffuse"] <= 1.0:
             raise CommandError(f"--diffuse is a share of slices, between 0 and 1, not {options['diffuse']}")
-        if not 0.0 <= options["ema"] < 1.0:
-            raise CommandError(f"--ema is a decay per step: 0 (off) or between 0 and 1, not {options['ema']}")
+        try:
+            check_ema(options["ema"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         if not 0.0 < options["specificity"] < 1.0:
             raise CommandError(f"--specificity must lie between 0 and 1, not {options['specificity']}")
         task, out = options["task"], options["out"]
